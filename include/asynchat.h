@@ -1,0 +1,590 @@
+/*
+ * asynchat.h - libasynchat, Python's asynchat on libevent bufferevents.
+ *
+ * This is the whole public API of libasynchat and its reference manual.
+ *
+ * MODEL
+ *
+ * An async_chat channel wraps one libevent bufferevent (a socket, a TLS
+ * bufferevent, a filter or one end of a pair) inside the application's own
+ * event_base.  Incoming bytes are split by the current *terminator*:
+ *
+ *   - a byte string (any bytes, NUL included, 1 to ASYNC_CHAT_TERMINATOR_MAX
+ *     bytes): the bytes before the first occurrence go to
+ *     collect_incoming_data, the terminator itself is consumed, then
+ *     found_terminator runs.  A tail of the input that is a proper prefix of
+ *     the terminator is held back until more data arrives, so a terminator
+ *     split across reads is still found;
+ *   - a count n > 0: the next n bytes go to collect_incoming_data (in one or
+ *     more calls), then found_terminator runs;
+ *   - none (also count 0 or an empty string): every byte goes to
+ *     collect_incoming_data and found_terminator never runs;
+ *   - line mode (beyond asynchat): a frame ends at LF, and a CR just before
+ *     the LF is part of the terminator, so "a\r\n" and "a\n" both give "a";
+ *   - alternatives (beyond asynchat): a set of byte strings; the match that
+ *     ends first in the stream wins, and of matches ending on the same byte
+ *     the longest wins.  async_chat_matched_terminator() tells which.
+ *
+ * A terminator set inside any callback applies to the very next unscanned
+ * byte, including bytes that arrived in the same read (an HTTP server
+ * switches from "\r\n\r\n" to a Content-Length count this way).  Only the
+ * concatenation of a frame's collected bytes is the contract; where the
+ * collect calls split a frame is unspecified, and the frames are identical
+ * whatever the chunking of the input.  collect_incoming_data is never
+ * called with zero bytes.
+ *
+ * If the collect_incoming_data handler is NULL the channel runs in message
+ * mode: it keeps the frame's bytes in its own evbuffer (moving libevent's
+ * chains, not copying), and found_terminator takes them from
+ * async_chat_incoming().
+ *
+ * Output is a strict FIFO of pushed data, producers and markers.  Producers
+ * are pulled only while the bufferevent's output buffer holds fewer than
+ * out_buffer_size bytes, so a producer over a huge source never sits in
+ * memory whole.
+ *
+ * ERRORS
+ *
+ * Functions that can fail return 0 (or a pointer) on success and -1 (or
+ * NULL) with errno set on failure; bad arguments never crash.  Failures
+ * that happen later, in the event loop, reach the handle_error handler
+ * with an error code: a positive errno value from the socket (ECONNRESET,
+ * ECONNREFUSED, EPIPE...) or one of the negative ASYNC_CHAT_ERR_* codes
+ * below.  async_chat_strerror() names both.
+ *
+ * RE-ENTRANCY AND LIFETIME
+ *
+ * Every function of this API may be called from inside every callback,
+ * including async_chat_close() on the channel whose callback is running.
+ * No callback of a channel runs after async_chat_close() returns (except
+ * that handle_free runs inside it); the channel's memory is released when
+ * the outermost callback on the stack returns.  After a channel is closed,
+ * calls on it that are still on the callback stack fail with ENOTCONN.
+ *
+ * Nothing in libasynchat is global and it starts no threads.  A channel
+ * and its event_base must be used from one thread at a time.
+ *
+ * DIFFERENCES FROM PYTHON'S ASYNCHAT (see also the README)
+ *
+ *   - At EOF the bytes held back as a possible terminator prefix are given
+ *     to collect_incoming_data before handle_close; CPython drops them.
+ *   - The default handle_close flushes queued output before closing;
+ *     CPython's closes at once.
+ *   - A count set inside collect_incoming_data is kept; CPython overwrites
+ *     it with the old count less the bytes collected.
+ *   - Pushing after close_when_done() fails with EPIPE instead of queueing
+ *     data that would never be sent.
+ *   - Additions: line mode, alternative terminators, a frame length bound,
+ *     pause/resume of reading, an output-drained handler, half-close of the
+ *     sending side, zero-copy message mode and zero-copy pushes.
+ */
+#ifndef ASYNCHAT_H_INCLUDED_
+#define ASYNCHAT_H_INCLUDED_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/util.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @name Version
+ * The version of the header; async_chat_version() gives the version of the
+ * library actually linked. */
+/**@{*/
+#define ASYNC_CHAT_VERSION_MAJOR 0
+#define ASYNC_CHAT_VERSION_MINOR 1
+#define ASYNC_CHAT_VERSION_PATCH 0
+#define ASYNC_CHAT_VERSION "0.1.0"
+/** MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons in #if. */
+#define ASYNC_CHAT_VERSION_NUMBER                                              \
+	(ASYNC_CHAT_VERSION_MAJOR * 10000 + ASYNC_CHAT_VERSION_MINOR * 100 +   \
+	    ASYNC_CHAT_VERSION_PATCH)
+/**@}*/
+
+/** Default in_buffer_size and out_buffer_size, as in CPython 3.11. */
+#define ASYNC_CHAT_DEFAULT_BUFFER_SIZE 65536
+/** Largest accepted in_buffer_size, out_buffer_size and simple producer
+ * piece size (1 GiB); larger values fail with EINVAL. */
+#define ASYNC_CHAT_BUFFER_SIZE_MAX ((size_t)1 << 30)
+/** Longest byte-string terminator, in bytes. */
+#define ASYNC_CHAT_TERMINATOR_MAX 65536
+/** Most alternatives in async_chat_set_terminators(). */
+#define ASYNC_CHAT_ALTERNATIVES_MAX 16
+
+/** @name Error codes passed to handle_error
+ * Positive codes are errno values from the socket or system; these negative
+ * codes are libasynchat's own. */
+/**@{*/
+/** A frame grew past the bound set with async_chat_set_max_frame().
+ * Reading has been paused; the bytes past the bound are still unread. */
+#define ASYNC_CHAT_ERR_FRAME_TOO_LONG (-1)
+/** A producer's more() returned -1.  The producer has been freed. */
+#define ASYNC_CHAT_ERR_PRODUCER (-2)
+/** The host name given to async_chat_connect_hostname() did not resolve;
+ * async_chat_dns_error() gives the resolver's EVUTIL_EAI_* code. */
+#define ASYNC_CHAT_ERR_DNS (-3)
+/** The peer or the bufferevent reported an error without an errno value
+ * (for example a TLS error; see bufferevent_get_openssl_error()). */
+#define ASYNC_CHAT_ERR_UNKNOWN (-4)
+/** Memory ran out while handling events; the channel cannot go on. */
+#define ASYNC_CHAT_ERR_NOMEM (-5)
+/**@}*/
+
+/** An opaque channel: one bufferevent, its framer and its output queue. */
+struct async_chat;
+/** An opaque accepting dispatcher (a listening socket). */
+struct async_chat_listener;
+
+/**
+ * The callbacks of a channel.  One const struct can be shared by every
+ * channel of a server; each channel carries its own arg.  Every member but
+ * found_terminator's companion collect_incoming_data is optional; see each.
+ */
+struct async_chat_handlers {
+	/** Called with the next bytes of the current frame (len > 0).  data
+	 * points into the input buffer's own memory and is valid only
+	 * during the call.  NULL selects message mode: the bytes are kept
+	 * in the channel's evbuffer, see async_chat_incoming(). */
+	void (*collect_incoming_data)(struct async_chat *chat,
+	    const char *data, size_t len, void *arg);
+	/** Called when the terminator has been found (and consumed), or the
+	 * count reached.  NULL: frames end silently. */
+	void (*found_terminator)(struct async_chat *chat, void *arg);
+	/** Called when an outgoing connection has been made.  NULL: nothing. */
+	void (*handle_connect)(struct async_chat *chat, void *arg);
+	/** Called once when the peer has closed its sending side (EOF), after
+	 * every byte received has been collected (held-back bytes included).
+	 * The channel may still send.  NULL: async_chat_close_when_done(), so
+	 * queued output is flushed and then the channel closes. */
+	void (*handle_close)(struct async_chat *chat, void *arg);
+	/** Called when an error ends or stops the channel: err is a positive
+	 * errno value or an ASYNC_CHAT_ERR_* code.  After a socket error the
+	 * channel cannot send or receive and the handler should close it.
+	 * NULL: async_chat_close(). */
+	void (*handle_error)(struct async_chat *chat, int err, void *arg);
+	/** Called when the output queue becomes empty: every pushed byte has
+	 * been handed to the bufferevent's transport and no producer is
+	 * left.  Used for flow control with async_chat_output_pending().
+	 * NULL: nothing. */
+	void (*handle_drain)(struct async_chat *chat, void *arg);
+	/** Called exactly once when the channel is closed, whatever closed it
+	 * (async_chat_close(), close_when_done() completing, a default
+	 * handler), so the application can release arg.  The channel may not
+	 * be used inside it.  NULL: nothing. */
+	void (*handle_free)(struct async_chat *chat, void *arg);
+};
+
+/**
+ * A producer: a source of output pulled piece by piece.
+ */
+struct async_chat_producer_ops {
+	/** Append the next piece (about size_hint bytes; any size is
+	 * allowed) to out.  Append nothing to say the producer is
+	 * exhausted.  Return 0, or -1 on failure: the channel then frees
+	 * the producer and calls handle_error with ASYNC_CHAT_ERR_PRODUCER.
+	 * Required. */
+	int (*more)(void *ctx, struct evbuffer *out, size_t size_hint);
+	/** Called once when the channel is done with the producer:
+	 * exhausted, failed, discarded or the channel closed.  Optional. */
+	void (*free)(void *ctx);
+};
+
+/** What async_chat_get_terminator() reports. */
+enum async_chat_terminator_kind {
+	ASYNC_CHAT_TERM_NONE = 0, /**< every byte is collected */
+	ASYNC_CHAT_TERM_STRING,   /**< a byte string */
+	ASYNC_CHAT_TERM_COUNT,    /**< a byte count */
+	ASYNC_CHAT_TERM_LINE,     /**< LF with an optional CR before it */
+	ASYNC_CHAT_TERM_ANY       /**< a set of alternative byte strings */
+};
+
+/** A description of the current terminator. */
+struct async_chat_terminator {
+	enum async_chat_terminator_kind kind;
+	/** TERM_STRING: the bytes (owned by the channel, valid until the
+	 * terminator is next set) and their length.  NULL and 0 otherwise. */
+	const void *bytes;
+	size_t len;
+	/** TERM_COUNT: the bytes still missing.  0 otherwise. */
+	uint64_t count;
+	/** TERM_ANY: the number of alternatives; TERM_LINE: 2. 0 otherwise. */
+	size_t alternatives;
+};
+
+/** The library's version string, e.g. "0.1.0". */
+const char *async_chat_version(void);
+/** The library's version as ASYNC_CHAT_VERSION_NUMBER computes it. */
+unsigned long async_chat_version_number(void);
+
+/** A static string describing err (an errno value or ASYNC_CHAT_ERR_*). */
+const char *async_chat_strerror(int err);
+
+/*
+ * Channels
+ */
+
+/**
+ * Create a channel on a connected socket, or on no socket yet (fd -1) for
+ * async_chat_connect() or async_chat_connect_hostname().
+ *
+ * The channel takes ownership of fd (it is made non-blocking and closed
+ * when the channel closes).  Reading starts at once with no terminator
+ * set (every byte is collected) until one is set.
+ *
+ * @param base the event_base that runs the channel
+ * @param fd a connected stream socket, or -1
+ * @param handlers the callbacks; must outlive the channel
+ * @param arg passed to every handler
+ * @return the channel, or NULL with errno EINVAL (base or handlers NULL)
+ *   or ENOMEM.  On failure fd is not closed.
+ */
+struct async_chat *async_chat_new(struct event_base *base, evutil_socket_t fd,
+    const struct async_chat_handlers *handlers, void *arg);
+
+/**
+ * Create a channel on an existing bufferevent: TLS (libevent_openssl), a
+ * filter, or one end of a bufferevent_pair.
+ *
+ * On success the channel owns bev: it replaces bev's callbacks, watermarks
+ * and single read/write limits, enables reading and writing, and frees bev
+ * when it closes.  On failure bev is untouched and still the caller's.
+ *
+ * @return the channel, or NULL with errno EINVAL or ENOMEM.
+ */
+struct async_chat *async_chat_new_bufferevent(struct bufferevent *bev,
+    const struct async_chat_handlers *handlers, void *arg);
+
+/**
+ * Start connecting a channel made with fd -1 to an address; handle_connect
+ * runs when it succeeds, handle_error (e.g. ECONNREFUSED) when it fails.
+ * Data pushed before the connection is made is sent once it is.
+ *
+ * @return 0, or -1 with errno EINVAL (NULL or bad address), ENOTCONN
+ *   (closed), or the connect(2) error that was known at once.
+ */
+int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
+    int addrlen);
+
+/**
+ * Resolve host and connect to it like async_chat_connect().  With a NULL
+ * dns_base the lookup blocks in getaddrinfo(); with an evdns_base it is
+ * asynchronous.  A name that does not resolve gives handle_error with
+ * ASYNC_CHAT_ERR_DNS.
+ *
+ * @param dns_base a struct evdns_base *, or NULL
+ * @param family AF_INET, AF_INET6 or AF_UNSPEC
+ * @return 0, or -1 with errno EINVAL (NULL host, bad family or port 0) or
+ *   ENOTCONN.
+ */
+int async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
+    int family, const char *host, int port);
+
+/** The resolver's EVUTIL_EAI_* code after ASYNC_CHAT_ERR_DNS, else 0. */
+int async_chat_dns_error(const struct async_chat *chat);
+
+/**
+ * Close the channel now: discard unsent output and unread input, free the
+ * producers (their free callbacks run), close the connection, run
+ * handle_free, and release the channel.  Safe inside any callback,
+ * including this channel's own: the memory is then released when the
+ * callback returns, and no further callback runs.  NULL and a channel
+ * already closed are ignored.
+ */
+void async_chat_close(struct async_chat *chat);
+
+/**
+ * Queue a close: everything queued before it is sent, then the channel
+ * closes as with async_chat_close().  Reading goes on meanwhile.  Later
+ * pushes fail with EPIPE.
+ *
+ * @return 0, or -1 with errno EINVAL (NULL) or ENOTCONN (closed).
+ */
+int async_chat_close_when_done(struct async_chat *chat);
+
+/**
+ * Queue a half-close: once everything queued before it is sent, the
+ * channel shuts down its sending side (shutdown(SHUT_WR) on a socket; an
+ * EOF to the partner of a bufferevent pair) and keeps reading.  Later
+ * pushes fail with EPIPE.
+ *
+ * @return 0, or -1 with errno EINVAL or ENOTCONN.
+ */
+int async_chat_shutdown_when_done(struct async_chat *chat);
+
+/**
+ * Emergencies only: drop the unread and held-back input, the message-mode
+ * frame buffer, unsent output and every queued producer (their free
+ * callbacks run).  The terminator and a queued close or shutdown stay.
+ * Inside collect_incoming_data the rest of the current frame and its
+ * terminator are dropped too, and found_terminator does not run for it.
+ *
+ * @return 0, or -1 with errno EINVAL or ENOTCONN.
+ */
+int async_chat_discard_buffers(struct async_chat *chat);
+
+/*
+ * Terminators
+ */
+
+/**
+ * Set a byte-string terminator (copied).  len 0 is the none terminator.
+ * @return 0, or -1 with errno EINVAL (NULL channel, NULL term with len > 0,
+ *   len > ASYNC_CHAT_TERMINATOR_MAX), ENOTCONN or ENOMEM.
+ */
+int async_chat_set_terminator(struct async_chat *chat, const void *term,
+    size_t len);
+
+/** Set a count terminator; 0 is the none terminator.
+ * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+int async_chat_set_terminator_count(struct async_chat *chat, uint64_t count);
+
+/** Collect every byte; found_terminator never runs.
+ * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+int async_chat_set_terminator_none(struct async_chat *chat);
+
+/** Line mode: frames end at "\n" or "\r\n" (matched terminator 1 or 0).
+ * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+int async_chat_set_terminator_line(struct async_chat *chat);
+
+/**
+ * Set alternative byte-string terminators (copied): the match that ends
+ * first in the stream wins; of matches ending on the same byte the longest
+ * wins (so "\r\n" beats "\n").  found_terminator can ask which matched with
+ * async_chat_matched_terminator().
+ *
+ * @param terms n pointers to the alternatives
+ * @param lens their lengths, each 1 to ASYNC_CHAT_TERMINATOR_MAX
+ * @param n 1 to ASYNC_CHAT_ALTERNATIVES_MAX
+ * @return 0, or -1 with errno EINVAL, ENOTCONN or ENOMEM.
+ */
+int async_chat_set_terminators(struct async_chat *chat,
+    const void *const *terms, const size_t *lens, size_t n);
+
+/**
+ * Describe the current terminator.  For a count, the bytes still missing:
+ * inside collect_incoming_data this already excludes the bytes being
+ * collected, and after the last of them it is 0.
+ * @return 0, or -1 with errno EINVAL (NULL argument) or ENOTCONN.
+ */
+int async_chat_get_terminator(const struct async_chat *chat,
+    struct async_chat_terminator *out);
+
+/**
+ * Inside found_terminator: the index of the alternative that ended the
+ * frame (TERM_ANY), 0 for "\r\n" or 1 for "\n" (TERM_LINE), 0 for a string
+ * or a count.
+ * @return the index, or -1 with errno EINVAL (NULL).
+ */
+int async_chat_matched_terminator(const struct async_chat *chat);
+
+/**
+ * Bound the length of a frame: the bytes collected (or kept in message
+ * mode) since the last found_terminator.  When the next byte would pass
+ * the bound, reading is paused, the rest stays unread, and handle_error
+ * runs with ASYNC_CHAT_ERR_FRAME_TOO_LONG; the application can answer and
+ * close, or raise the bound and resume.  0 (the default) means no bound.
+ * A count larger than the bound fails at the bound.  The bound counts
+ * bytes under every terminator, none included.
+ * @return 0, or -1 with errno EINVAL or ENOTCONN.
+ */
+int async_chat_set_max_frame(struct async_chat *chat, uint64_t max);
+
+/**
+ * Message mode (no collect_incoming_data handler): the evbuffer holding the
+ * frame's bytes.  Take them in found_terminator with evbuffer_remove(),
+ * evbuffer_remove_buffer() or evbuffer_drain(); what is left stays and the
+ * next frame is appended.  The buffer belongs to the channel.
+ * @return the buffer, or NULL with errno EINVAL or ENOTCONN.
+ */
+struct evbuffer *async_chat_incoming(struct async_chat *chat);
+
+/*
+ * Output
+ */
+
+/**
+ * Queue a copy of data.  Pushes, producers and markers go out in call
+ * order.  len 0 queues nothing.
+ * @return 0, or -1 with errno EINVAL (NULL channel, NULL data with
+ *   len > 0), ENOTCONN (closed), EPIPE (after close_when_done or
+ *   shutdown_when_done) or ENOMEM.
+ */
+int async_chat_push(struct async_chat *chat, const void *data, size_t len);
+
+/**
+ * Queue the whole content of buf, moving libevent's chains (no copy); buf
+ * is left empty and stays the caller's.
+ * @return 0, or -1 with errno as async_chat_push(); on failure buf keeps
+ *   its content.
+ */
+int async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf);
+
+/**
+ * Queue len bytes at data without copying them; cleanup(data, len,
+ * cleanup_arg) runs once they have been sent or dropped.  data must stay
+ * valid and unchanged until then.  cleanup may be NULL.
+ * @return 0, or -1 with errno as async_chat_push(); on failure cleanup does
+ *   not run and data stays the caller's.
+ */
+int async_chat_push_reference(struct async_chat *chat, const void *data,
+    size_t len, void (*cleanup)(const void *data, size_t len, void *arg),
+    void *cleanup_arg);
+
+/**
+ * Queue length bytes of the file fd from offset (sent with sendfile(2) or
+ * mmap where the system has them).  The channel owns fd from the call on,
+ * success or not, and closes it when done.
+ * @param length bytes to send, or -1 for everything to the end of file
+ * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0),
+ *   EINVAL (negative offset).
+ */
+int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
+    ev_off_t length);
+
+/**
+ * Queue a producer.  Its more() is called when it reaches the head of the
+ * queue and the output buffer holds fewer than out_buffer_size bytes.
+ * @return 0, or -1 with errno as async_chat_push() or EINVAL (NULL ops or
+ *   NULL ops->more).  On failure free is not called.
+ */
+int async_chat_push_with_producer(struct async_chat *chat,
+    const struct async_chat_producer_ops *ops, void *ctx);
+
+/**
+ * Queue a producer that serves a copy of data buffer_size bytes at a time
+ * (asynchat's simple_producer).  buffer_size 0 means 512, as in asynchat.
+ * @return 0, or -1 with errno as async_chat_push() or EINVAL (buffer_size
+ *   above ASYNC_CHAT_BUFFER_SIZE_MAX).
+ */
+int async_chat_push_simple_producer(struct async_chat *chat, const void *data,
+    size_t len, size_t buffer_size);
+
+/**
+ * Bytes queued and not yet handed to the transport: the bufferevent's
+ * output buffer plus pushed data waiting behind producers.  Bytes that
+ * producers have not produced yet are not counted.
+ * @return the count; 0 for NULL or a closed channel.
+ */
+size_t async_chat_output_pending(const struct async_chat *chat);
+
+/*
+ * Flow control and tunables
+ */
+
+/** Stop reading: no collect or found callback runs until
+ * async_chat_resume_reading(), and unread bytes wait in the socket.
+ * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+int async_chat_pause_reading(struct async_chat *chat);
+
+/** Resume reading; bytes already received are framed on the next turn of
+ * the event loop (or at once, inside a callback of this channel).
+ * @return 0, or -1 with errno EINVAL, ENOTCONN or EPIPE (the peer's EOF has
+ *   already been handled). */
+int async_chat_resume_reading(struct async_chat *chat);
+
+/** 1 if reading is paused (by the application or a frame bound), 0 if
+ * not, -1 with errno EINVAL for NULL. */
+int async_chat_reading_paused(const struct async_chat *chat);
+
+/** Most bytes taken from the transport per read event (default 65536).
+ * @return 0, or -1 with errno EINVAL (0 or above ASYNC_CHAT_BUFFER_SIZE_MAX)
+ *   or ENOTCONN. */
+int async_chat_set_in_buffer_size(struct async_chat *chat, size_t size);
+/** The in_buffer_size, or 0 for NULL. */
+size_t async_chat_get_in_buffer_size(const struct async_chat *chat);
+
+/** The producer piece size and output low-water mark, and the most bytes
+ * written per write event (default 65536).
+ * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+int async_chat_set_out_buffer_size(struct async_chat *chat, size_t size);
+/** The out_buffer_size, or 0 for NULL. */
+size_t async_chat_get_out_buffer_size(const struct async_chat *chat);
+
+/*
+ * Accessors
+ */
+
+/** The channel's bufferevent (owned by the channel), or NULL. */
+struct bufferevent *async_chat_get_bufferevent(struct async_chat *chat);
+/** The channel's socket, or -1 (none, NULL or closed). */
+evutil_socket_t async_chat_get_fd(const struct async_chat *chat);
+/** The channel's arg, or NULL. */
+void *async_chat_get_arg(const struct async_chat *chat);
+/** Replace the channel's arg.  @return 0, or -1 with errno EINVAL. */
+int async_chat_set_arg(struct async_chat *chat, void *arg);
+/** 1 while the channel is connected (accepted, adopted, or connected by
+ * async_chat_connect*), 0 before the connection is made or after an error,
+ * -1 with errno EINVAL for NULL. */
+int async_chat_connected(const struct async_chat *chat);
+
+/*
+ * The listener: asyncore's accepting dispatcher
+ */
+
+/** Called for each accepted connection with a non-blocking socket that
+ * now belongs to the callee (typically it calls async_chat_new()). */
+typedef void (*async_chat_accept_fn)(struct async_chat_listener *listener,
+    evutil_socket_t fd, const struct sockaddr *addr, int addrlen, void *arg);
+
+/** Called when accept(2) fails (err is its errno, e.g. EMFILE); the
+ * listener keeps listening unless paused or freed. */
+typedef void (*async_chat_accept_error_fn)(struct async_chat_listener *listener,
+    int err, void *arg);
+
+/**
+ * Listen on addr (SO_REUSEADDR, close-on-exec) and call handle_accept for
+ * each connection.  Port 0 picks a free port; see
+ * async_chat_listener_get_address().
+ *
+ * @param backlog listen(2) backlog, or -1 for a sensible default
+ * @return the listener, or NULL with errno EINVAL (NULL base, addr or
+ *   handle_accept) or the socket(2), bind(2) or listen(2) error.
+ */
+struct async_chat_listener *async_chat_listener_new(struct event_base *base,
+    const struct sockaddr *addr, int addrlen, int backlog,
+    async_chat_accept_fn handle_accept, void *arg);
+
+/**
+ * Accept on a socket that is already bound and listening.  The listener
+ * owns fd (it is made non-blocking and closed by the listener).
+ * @return the listener, or NULL with errno EINVAL or ENOMEM; on failure fd
+ *   is not closed.
+ */
+struct async_chat_listener *async_chat_listener_new_fd(struct event_base *base,
+    evutil_socket_t fd, async_chat_accept_fn handle_accept, void *arg);
+
+/** Set the accept error handler (NULL: accept errors are ignored, and the
+ * listener keeps listening).  @return 0, or -1 with errno EINVAL. */
+int async_chat_listener_set_error_handler(struct async_chat_listener *listener,
+    async_chat_accept_error_fn handle_error);
+
+/** Stop accepting (connections wait in the backlog) and resume.
+ * @return 0, or -1 with errno EINVAL. */
+int async_chat_listener_pause(struct async_chat_listener *listener);
+int async_chat_listener_resume(struct async_chat_listener *listener);
+
+/** The listening socket, or -1 for NULL. */
+evutil_socket_t async_chat_listener_get_fd(
+    const struct async_chat_listener *listener);
+
+/** The address the listener is bound to (getsockname(2)); *addrlen is the
+ * size of addr on entry and the address length on return.
+ * @return 0, or -1 with errno EINVAL or the getsockname(2) error. */
+int async_chat_listener_get_address(const struct async_chat_listener *listener,
+    struct sockaddr *addr, int *addrlen);
+
+/** Close the listening socket and free the listener; channels it made are
+ * not affected.  Safe inside handle_accept.  NULL is ignored. */
+void async_chat_listener_free(struct async_chat_listener *listener);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ASYNCHAT_H_INCLUDED_ */

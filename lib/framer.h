@@ -1,0 +1,83 @@
+/*
+ * framer.h - terminator scanning over an evbuffer, with no I/O of its own.
+ * The channel feeds it the bufferevent's input; tests and fuzzers feed it
+ * plain evbuffers.  Private to libasynchat; never installed.
+ */
+#ifndef ASYNCHAT_FRAMER_H_INCLUDED_
+#define ASYNCHAT_FRAMER_H_INCLUDED_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+
+#include "asynchat.h"
+
+/* One byte-string alternative with its KMP border table. */
+struct framer_pattern {
+	unsigned char *bytes;
+	uint32_t *border; /* border[k]: longest proper border of bytes[0..k) */
+	size_t len;
+	size_t cap;       /* allocated length of bytes and border */
+	size_t state;     /* bytes of this pattern matched at the scan point */
+};
+
+/*
+ * Where the framer sends what it finds.  data() must remove exactly len
+ * bytes from the front of in (by collecting and draining them, or by moving
+ * them elsewhere).  Each returns 0 to go on or non-zero to stop the scan.
+ */
+struct framer_sink {
+	int (*data)(void *ctx, struct evbuffer *in, size_t len);
+	int (*found)(void *ctx);
+};
+
+struct framer {
+	enum async_chat_terminator_kind kind;
+	struct framer_pattern *pat; /* allocated on first use */
+	size_t npat;                /* patterns in use */
+	size_t pat_cap;             /* patterns allocated */
+	uint64_t count;       /* TERM_COUNT: bytes still missing */
+	size_t held;          /* bytes at the front of the input already scanned */
+	uint64_t frame_bytes; /* bytes of the current frame delivered */
+	uint64_t max_frame;   /* 0: no bound */
+	int matched;          /* alternative that ended the last frame */
+	/* Bumped when the terminator changes or the input is discarded, so a
+	 * scan in progress notices what a callback did. */
+	unsigned term_gen;
+	unsigned input_gen;
+	unsigned char first[256 / 8]; /* TERM_ANY: first bytes of the patterns */
+};
+
+/* What framer_feed() and framer_finish() return. */
+enum framer_status {
+	FRAMER_IDLE = 0,      /* the input holds only held-back bytes */
+	FRAMER_STOPPED = 1,   /* a sink callback asked to stop */
+	FRAMER_TOO_LONG = 2,  /* the frame bound was reached */
+	FRAMER_NOMEM = 3      /* the sink could not move the bytes */
+};
+
+void framer_init(struct framer *fr);
+void framer_clear(struct framer *fr);
+
+int framer_set_string(struct framer *fr, const void *term, size_t len);
+int framer_set_count(struct framer *fr, uint64_t count);
+void framer_set_none(struct framer *fr);
+void framer_set_line(struct framer *fr);
+int framer_set_any(struct framer *fr, const void *const *terms,
+    const size_t *lens, size_t n);
+void framer_get(const struct framer *fr, struct async_chat_terminator *out);
+
+/* Forget the held-back bytes (the caller drains or rescans the input). */
+void framer_discard(struct framer *fr);
+
+/* Frame the bytes of in until only a possible terminator prefix is left. */
+enum framer_status framer_feed(struct framer *fr, struct evbuffer *in,
+    const struct framer_sink *sink, void *ctx);
+
+/* End of input: frame what is left, then hand the held-back bytes to
+ * data() as ordinary frame bytes. */
+enum framer_status framer_finish(struct framer *fr, struct evbuffer *in,
+    const struct framer_sink *sink, void *ctx);
+
+#endif /* ASYNCHAT_FRAMER_H_INCLUDED_ */

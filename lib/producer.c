@@ -1,0 +1,578 @@
+/*
+ * producer.c - the output side of a channel: the FIFO of pushed data,
+ * producers and close/shutdown markers, its refill from the write
+ * callback, and the built-in producers (simple buffer, file range).
+ *
+ * Pushed bytes go straight into the bufferevent's output buffer while
+ * nothing waits in the FIFO; behind a producer they wait in a FIFO_DATA
+ * entry so that call order is kept.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/buffer.h>
+
+#include "asynchat-internal.h"
+
+static int
+push_check(const struct async_chat *chat)
+{
+	if (chat == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (chat->closed) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	if (chat->close_queued || chat->shut_queued) {
+		errno = EPIPE;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+entry_append(struct async_chat *chat, struct fifo_entry *e)
+{
+	e->next = NULL;
+	if (chat->tail != NULL)
+		chat->tail->next = e;
+	else
+		chat->head = e;
+	chat->tail = e;
+}
+
+static void
+entry_pop(struct async_chat *chat)
+{
+	struct fifo_entry *e = chat->head;
+
+	chat->head = e->next;
+	if (chat->head == NULL)
+		chat->tail = NULL;
+}
+
+/* Release what an unlinked entry holds. */
+static void
+entry_free(struct async_chat *chat, struct fifo_entry *e)
+{
+	switch (e->kind) {
+	case FIFO_DATA:
+		chat->queued -= evbuffer_get_length(e->u.buf);
+		evbuffer_free(e->u.buf);
+		break;
+	case FIFO_PRODUCER:
+		if (e->u.producer.ops->free != NULL)
+			e->u.producer.ops->free(e->u.producer.ctx);
+		break;
+	case FIFO_CLOSE:
+	case FIFO_SHUTDOWN:
+		break;
+	}
+	free(e);
+}
+
+/* Where pushed bytes go now: the output buffer, or a FIFO_DATA entry at
+ * the tail when something waits in the FIFO. */
+static struct evbuffer *
+push_target(struct async_chat *chat, int *queued)
+{
+	struct fifo_entry *e;
+
+	if (chat->head == NULL) {
+		*queued = 0;
+		return bufferevent_get_output(chat->bev);
+	}
+	*queued = 1;
+	if (chat->tail->kind == FIFO_DATA)
+		return chat->tail->u.buf;
+	e = calloc(1, sizeof(*e));
+	if (e == NULL)
+		return NULL;
+	e->kind = FIFO_DATA;
+	e->u.buf = evbuffer_new();
+	if (e->u.buf == NULL) {
+		free(e);
+		return NULL;
+	}
+	entry_append(chat, e);
+	return e->u.buf;
+}
+
+/* Account for bytes just added to the target of push_target(). */
+static void
+pushed(struct async_chat *chat, int queued, size_t before,
+    struct evbuffer *target)
+{
+	size_t added = evbuffer_get_length(target) - before;
+
+	if (queued)
+		chat->queued += added;
+	if (added > 0)
+		chat->output_busy = 1;
+}
+
+int
+async_chat_push(struct async_chat *chat, const void *data, size_t len)
+{
+	struct evbuffer *target;
+	size_t before;
+	int queued;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if (data == NULL && len > 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (len == 0)
+		return 0;
+	target = push_target(chat, &queued);
+	if (target == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	before = evbuffer_get_length(target);
+	if (evbuffer_add(target, data, len) < 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	pushed(chat, queued, before, target);
+	return 0;
+}
+
+int
+async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
+{
+	struct evbuffer *target;
+	size_t before;
+	int queued;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if (buf == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (evbuffer_get_length(buf) == 0)
+		return 0;
+	target = push_target(chat, &queued);
+	if (target == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	before = evbuffer_get_length(target);
+	if (evbuffer_add_buffer(target, buf) < 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	pushed(chat, queued, before, target);
+	return 0;
+}
+
+int
+async_chat_push_reference(struct async_chat *chat, const void *data,
+    size_t len, void (*cleanup)(const void *data, size_t len, void *arg),
+    void *cleanup_arg)
+{
+	struct evbuffer *target;
+	size_t before;
+	int queued;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if (data == NULL && len > 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (len == 0) {
+		if (cleanup != NULL)
+			cleanup(data, len, cleanup_arg);
+		return 0;
+	}
+	target = push_target(chat, &queued);
+	if (target == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	before = evbuffer_get_length(target);
+	if (evbuffer_add_reference(target, data, len, cleanup, cleanup_arg) <
+	    0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	pushed(chat, queued, before, target);
+	return 0;
+}
+
+/*
+ * Producers
+ */
+
+static int
+queue_producer(struct async_chat *chat,
+    const struct async_chat_producer_ops *ops, void *ctx)
+{
+	struct fifo_entry *e = calloc(1, sizeof(*e));
+
+	if (e == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	e->kind = FIFO_PRODUCER;
+	e->u.producer.ops = ops;
+	e->u.producer.ctx = ctx;
+	entry_append(chat, e);
+	chat->output_busy = 1;
+	fifo_refill(chat, 0); /* may release the channel: touch it no more */
+	return 0;
+}
+
+int
+async_chat_push_with_producer(struct async_chat *chat,
+    const struct async_chat_producer_ops *ops, void *ctx)
+{
+	if (push_check(chat) < 0)
+		return -1;
+	if (ops == NULL || ops->more == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	return queue_producer(chat, ops, ctx);
+}
+
+struct simple_producer {
+	size_t len, pos, piece;
+	unsigned char data[];
+};
+
+static int
+simple_more(void *ctx, struct evbuffer *out, size_t size_hint)
+{
+	struct simple_producer *p = ctx;
+	size_t n = p->len - p->pos;
+
+	(void)size_hint;
+	if (n > p->piece)
+		n = p->piece;
+	if (n == 0)
+		return 0;
+	if (evbuffer_add(out, p->data + p->pos, n) < 0)
+		return -1;
+	p->pos += n;
+	return 0;
+}
+
+static const struct async_chat_producer_ops simple_ops = {
+	simple_more, free
+};
+
+int
+async_chat_push_simple_producer(struct async_chat *chat, const void *data,
+    size_t len, size_t buffer_size)
+{
+	struct simple_producer *p;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if ((data == NULL && len > 0) ||
+	    buffer_size > ASYNC_CHAT_BUFFER_SIZE_MAX ||
+	    len > SIZE_MAX - sizeof(*p)) {
+		errno = EINVAL;
+		return -1;
+	}
+	p = malloc(sizeof(*p) + len);
+	if (p == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (len > 0)
+		memcpy(p->data, data, len);
+	p->len = len;
+	p->pos = 0;
+	p->piece = buffer_size != 0 ? buffer_size : 512;
+	if (queue_producer(chat, &simple_ops, p) < 0) {
+		free(p);
+		return -1;
+	}
+	return 0;
+}
+
+/* A file range: handed to the output buffer whole when its turn comes,
+ * so that a socket bufferevent sends it with sendfile(2). */
+struct file_producer {
+	int fd;
+	int sent;
+	ev_off_t offset, length;
+};
+
+static int
+file_more(void *ctx, struct evbuffer *out, size_t size_hint)
+{
+	struct file_producer *p = ctx;
+
+	(void)size_hint;
+	if (p->sent)
+		return 0;
+	if (evbuffer_add_file(out, p->fd, p->offset, p->length) < 0)
+		return -1;
+	p->sent = 1;
+	p->fd = -1; /* the evbuffer owns and closes it now */
+	return 0;
+}
+
+static void
+file_free(void *ctx)
+{
+	struct file_producer *p = ctx;
+
+	if (p->fd >= 0)
+		close(p->fd);
+	free(p);
+}
+
+static const struct async_chat_producer_ops file_ops = {
+	file_more, file_free
+};
+
+int
+async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
+    ev_off_t length)
+{
+	struct file_producer *p;
+	int err = 0;
+
+	if (fd < 0)
+		err = EBADF;
+	else if (offset < 0 || length < -1)
+		err = EINVAL;
+	else if (push_check(chat) < 0)
+		err = errno;
+	if (err == 0 && (p = malloc(sizeof(*p))) == NULL)
+		err = ENOMEM;
+	if (err != 0) {
+		if (fd >= 0)
+			close(fd);
+		errno = err;
+		return -1;
+	}
+	p->fd = fd;
+	p->sent = 0;
+	p->offset = offset;
+	p->length = length;
+	if (length == 0) {
+		file_free(p);
+		return 0;
+	}
+	if (queue_producer(chat, &file_ops, p) < 0) {
+		file_free(p);
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Markers
+ */
+
+static int
+queue_marker(struct async_chat *chat, enum fifo_kind kind)
+{
+	struct fifo_entry *e = calloc(1, sizeof(*e));
+
+	if (e == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	e->kind = kind;
+	entry_append(chat, e);
+	fifo_refill(chat, 0); /* may release the channel: touch it no more */
+	return 0;
+}
+
+int
+async_chat_close_when_done(struct async_chat *chat)
+{
+	if (chat == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (chat->closed) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	if (chat->close_queued)
+		return 0;
+	/* Set before queueing: the refill may run a producer, and the
+	 * channel must not be touched after it. */
+	chat->close_queued = 1;
+	if (queue_marker(chat, FIFO_CLOSE) < 0) {
+		chat->close_queued = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int
+async_chat_shutdown_when_done(struct async_chat *chat)
+{
+	if (chat == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (chat->closed) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	if (chat->shut_queued)
+		return 0;
+	if (chat->close_queued) {
+		errno = EPIPE;
+		return -1;
+	}
+	chat->shut_queued = 1;
+	if (queue_marker(chat, FIFO_SHUTDOWN) < 0) {
+		chat->shut_queued = 0;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+shut_down(struct async_chat *chat)
+{
+	evutil_socket_t fd = bufferevent_getfd(chat->bev);
+
+	if (fd >= 0)
+		shutdown(fd, SHUT_WR);
+	else
+		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
+}
+
+size_t
+async_chat_output_pending(const struct async_chat *chat)
+{
+	if (chat == NULL || chat->closed)
+		return 0;
+	return evbuffer_get_length(bufferevent_get_output(chat->bev)) +
+	    chat->queued;
+}
+
+/*
+ * The FIFO
+ */
+
+void
+fifo_clear(struct async_chat *chat, int keep_markers)
+{
+	struct fifo_entry **link = &chat->head, *e;
+
+	chat->tail = NULL;
+	while ((e = *link) != NULL) {
+		if (keep_markers &&
+		    (e->kind == FIFO_CLOSE || e->kind == FIFO_SHUTDOWN)) {
+			chat->tail = e;
+			link = &e->next;
+			continue;
+		}
+		*link = e->next;
+		if (e->busy)
+			e->dropped = 1; /* freed when its more() returns */
+		else
+			entry_free(chat, e);
+	}
+}
+
+/* Pull one piece from the producer at the head.  Returns 0 to go on, 1
+ * when the output buffer has enough for now. */
+static int
+pull_producer(struct async_chat *chat, struct fifo_entry *e,
+    struct evbuffer *out)
+{
+	size_t before = evbuffer_get_length(out);
+	int rc;
+
+	if (before >= chat->out_buffer_size)
+		return 1;
+	e->busy = 1;
+	rc = e->u.producer.ops->more(e->u.producer.ctx, out,
+	    chat->out_buffer_size);
+	e->busy = 0;
+	if (e->dropped) {
+		/* discard_buffers() or close() ran inside more(). */
+		entry_free(chat, e);
+		return 0;
+	}
+	if (rc < 0 || evbuffer_get_length(out) == before) {
+		entry_pop(chat);
+		entry_free(chat, e);
+		if (rc < 0)
+			chat_fail(chat, ASYNC_CHAT_ERR_PRODUCER);
+	}
+	return 0;
+}
+
+void
+fifo_refill(struct async_chat *chat, int from_loop)
+{
+	struct evbuffer *out;
+	struct fifo_entry *e;
+
+	if (chat->refilling || chat->closed)
+		return;
+	chat->refilling = 1;
+	chat_enter(chat);
+	out = bufferevent_get_output(chat->bev);
+	while (!chat->closed && (e = chat->head) != NULL) {
+		if (e->kind == FIFO_DATA) {
+			size_t len = evbuffer_get_length(e->u.buf);
+
+			if (evbuffer_add_buffer(out, e->u.buf) < 0) {
+				chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+				break;
+			}
+			chat->queued -= len;
+			entry_pop(chat);
+			entry_free(chat, e);
+		} else if (e->kind == FIFO_PRODUCER) {
+			if (pull_producer(chat, e, out))
+				break;
+		} else if (evbuffer_get_length(out) > 0) {
+			break; /* a marker waits until all before it is sent */
+		} else if (e->kind == FIFO_SHUTDOWN) {
+			entry_pop(chat);
+			entry_free(chat, e);
+			shut_down(chat);
+		} else if (from_loop) {
+			async_chat_close(chat);
+		} else {
+			/* Never free the channel under an API call. */
+			bufferevent_trigger(chat->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS |
+				BEV_TRIG_DEFER_CALLBACKS);
+			break;
+		}
+	}
+	chat->refilling = 0;
+	if (!chat->closed && chat->head == NULL && chat->output_busy &&
+	    evbuffer_get_length(out) == 0) {
+		if (from_loop) {
+			chat->output_busy = 0;
+			if (chat->h->handle_drain != NULL)
+				chat->h->handle_drain(chat, chat->arg);
+		} else {
+			/* Nothing more will be written, so no write
+			 * callback would say the queue drained. */
+			bufferevent_trigger(chat->bev, EV_WRITE,
+			    BEV_TRIG_IGNORE_WATERMARKS |
+				BEV_TRIG_DEFER_CALLBACKS);
+		}
+	}
+	chat_leave(chat);
+}
