@@ -52,6 +52,10 @@
  * ECONNREFUSED, EPIPE...) or one of the negative ASYNC_CHAT_ERR_* codes
  * below.  async_chat_strerror() names both.
  *
+ * As in any libevent program, writing to a socket whose peer has gone
+ * raises SIGPIPE: ignore it (signal(SIGPIPE, SIG_IGN)) and the failure
+ * reaches handle_error as EPIPE instead.
+ *
  * RE-ENTRANCY AND LIFETIME
  *
  * Every function of this API may be called from inside every callback,
@@ -64,7 +68,7 @@
  * Nothing in libasynchat is global and it starts no threads.  A channel
  * and its event_base must be used from one thread at a time.
  *
- * DIFFERENCES FROM PYTHON'S ASYNCHAT (see also the README)
+ * DIFFERENCES FROM PYTHON'S ASYNCHAT
  *
  *   - At EOF the bytes held back as a possible terminator prefix are given
  *     to collect_incoming_data before handle_close; CPython drops them.
@@ -74,6 +78,12 @@
  *     it with the old count less the bytes collected.
  *   - Pushing after close_when_done() fails with EPIPE instead of queueing
  *     data that would never be sent.
+ *   - Closing is immediate and final: no handler runs on a closed channel
+ *     (asyncore could call handlers on closed dispatchers).
+ *   - discard_buffers() keeps a queued close; CPython drops it with the
+ *     queue.
+ *   - A producer's more() appends to an evbuffer instead of returning
+ *     bytes.
  *   - Additions: line mode, alternative terminators, a frame length bound,
  *     pause/resume of reading, an output-drained handler, half-close of the
  *     sending side, zero-copy message mode and zero-copy pushes.
@@ -143,8 +153,8 @@ struct async_chat_listener;
 
 /**
  * The callbacks of a channel.  One const struct can be shared by every
- * channel of a server; each channel carries its own arg.  Every member but
- * found_terminator's companion collect_incoming_data is optional; see each.
+ * channel of a server; each channel carries its own arg.  Every member may
+ * be NULL; each says what NULL means.
  */
 struct async_chat_handlers {
 	/** Called with the next bytes of the current frame (len > 0).  data
@@ -241,8 +251,9 @@ const char *async_chat_strerror(int err);
  * @param fd a connected stream socket, or -1
  * @param handlers the callbacks; must outlive the channel
  * @param arg passed to every handler
- * @return the channel, or NULL with errno EINVAL (base or handlers NULL)
- *   or ENOMEM.  On failure fd is not closed.
+ * @return the channel, or NULL with errno EINVAL (base or handlers NULL,
+ *   fd < -1), EBADF (fd cannot be made non-blocking) or ENOMEM.  On failure
+ *   fd is not closed.
  */
 struct async_chat *async_chat_new(struct event_base *base, evutil_socket_t fd,
     const struct async_chat_handlers *handlers, void *arg);
@@ -255,7 +266,8 @@ struct async_chat *async_chat_new(struct event_base *base, evutil_socket_t fd,
  * and single read/write limits, enables reading and writing, and frees bev
  * when it closes.  On failure bev is untouched and still the caller's.
  *
- * @return the channel, or NULL with errno EINVAL or ENOMEM.
+ * @return the channel, or NULL with errno EINVAL (bev or handlers NULL) or
+ *   ENOMEM.
  */
 struct async_chat *async_chat_new_bufferevent(struct bufferevent *bev,
     const struct async_chat_handlers *handlers, void *arg);
@@ -266,7 +278,8 @@ struct async_chat *async_chat_new_bufferevent(struct bufferevent *bev,
  * Data pushed before the connection is made is sent once it is.
  *
  * @return 0, or -1 with errno EINVAL (NULL or bad address), ENOTCONN
- *   (closed), or the connect(2) error that was known at once.
+ *   (closed), EISCONN (already connected), or the connect(2) error that was
+ *   known at once.
  */
 int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
     int addrlen);
@@ -279,8 +292,8 @@ int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
  *
  * @param dns_base a struct evdns_base *, or NULL
  * @param family AF_INET, AF_INET6 or AF_UNSPEC
- * @return 0, or -1 with errno EINVAL (NULL host, bad family or port 0) or
- *   ENOTCONN.
+ * @return 0, or -1 with errno EINVAL (NULL host, family not AF_INET,
+ *   AF_INET6 or AF_UNSPEC, port outside 1..65535), ENOTCONN or EISCONN.
  */
 int async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
     int family, const char *host, int port);
@@ -335,7 +348,8 @@ int async_chat_discard_buffers(struct async_chat *chat);
 /**
  * Set a byte-string terminator (copied).  len 0 is the none terminator.
  * @return 0, or -1 with errno EINVAL (NULL channel, NULL term with len > 0,
- *   len > ASYNC_CHAT_TERMINATOR_MAX), ENOTCONN or ENOMEM.
+ *   len > ASYNC_CHAT_TERMINATOR_MAX; the terminator is unchanged), ENOTCONN
+ *   or ENOMEM (the channel is left with the none terminator).
  */
 int async_chat_set_terminator(struct async_chat *chat, const void *term,
     size_t len);
@@ -361,7 +375,9 @@ int async_chat_set_terminator_line(struct async_chat *chat);
  * @param terms n pointers to the alternatives
  * @param lens their lengths, each 1 to ASYNC_CHAT_TERMINATOR_MAX
  * @param n 1 to ASYNC_CHAT_ALTERNATIVES_MAX
- * @return 0, or -1 with errno EINVAL, ENOTCONN or ENOMEM.
+ * @return 0, or -1 with errno EINVAL (bad arguments; the terminator is
+ *   unchanged), ENOTCONN or ENOMEM (the channel is left with the none
+ *   terminator).
  */
 int async_chat_set_terminators(struct async_chat *chat,
     const void *const *terms, const size_t *lens, size_t n);
@@ -378,7 +394,8 @@ int async_chat_get_terminator(const struct async_chat *chat,
 /**
  * Inside found_terminator: the index of the alternative that ended the
  * frame (TERM_ANY), 0 for "\r\n" or 1 for "\n" (TERM_LINE), 0 for a string
- * or a count.
+ * or a count.  Outside found_terminator it still describes the last frame
+ * ended, and is 0 after a terminator is set.
  * @return the index, or -1 with errno EINVAL (NULL).
  */
 int async_chat_matched_terminator(const struct async_chat *chat);
@@ -399,7 +416,8 @@ int async_chat_set_max_frame(struct async_chat *chat, uint64_t max);
  * Message mode (no collect_incoming_data handler): the evbuffer holding the
  * frame's bytes.  Take them in found_terminator with evbuffer_remove(),
  * evbuffer_remove_buffer() or evbuffer_drain(); what is left stays and the
- * next frame is appended.  The buffer belongs to the channel.
+ * next frame is appended.  The buffer belongs to the channel.  In collect
+ * mode it exists too and stays empty.
  * @return the buffer, or NULL with errno EINVAL or ENOTCONN.
  */
 struct evbuffer *async_chat_incoming(struct async_chat *chat);
@@ -427,8 +445,8 @@ int async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf);
 
 /**
  * Queue len bytes at data without copying them; cleanup(data, len,
- * cleanup_arg) runs once they have been sent or dropped.  data must stay
- * valid and unchanged until then.  cleanup may be NULL.
+ * cleanup_arg) runs once they have been sent or dropped (at once for len
+ * 0).  data must stay valid and unchanged until then.  cleanup may be NULL.
  * @return 0, or -1 with errno as async_chat_push(); on failure cleanup does
  *   not run and data stays the caller's.
  */
@@ -442,14 +460,16 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
  * success or not, and closes it when done.
  * @param length bytes to send, or -1 for everything to the end of file
  * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0),
- *   EINVAL (negative offset).
+ *   EINVAL (offset < 0 or length < -1).
  */
 int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
     ev_off_t length);
 
 /**
  * Queue a producer.  Its more() is called when it reaches the head of the
- * queue and the output buffer holds fewer than out_buffer_size bytes.
+ * queue and the output buffer holds fewer than out_buffer_size bytes, with
+ * size_hint set to out_buffer_size.  ops is kept, not copied: it must stay
+ * valid until the producer's free runs (a static const struct is usual).
  * @return 0, or -1 with errno as async_chat_push() or EINVAL (NULL ops or
  *   NULL ops->more).  On failure free is not called.
  */
@@ -501,7 +521,8 @@ size_t async_chat_get_in_buffer_size(const struct async_chat *chat);
 
 /** The producer piece size and output low-water mark, and the most bytes
  * written per write event (default 65536).
- * @return 0, or -1 with errno EINVAL or ENOTCONN. */
+ * @return 0, or -1 with errno EINVAL (0 or above ASYNC_CHAT_BUFFER_SIZE_MAX)
+ *   or ENOTCONN. */
 int async_chat_set_out_buffer_size(struct async_chat *chat, size_t size);
 /** The out_buffer_size, or 0 for NULL. */
 size_t async_chat_get_out_buffer_size(const struct async_chat *chat);
@@ -510,11 +531,12 @@ size_t async_chat_get_out_buffer_size(const struct async_chat *chat);
  * Accessors
  */
 
-/** The channel's bufferevent (owned by the channel), or NULL. */
+/** The channel's bufferevent (owned by the channel), or NULL for NULL or a
+ * closed channel. */
 struct bufferevent *async_chat_get_bufferevent(struct async_chat *chat);
 /** The channel's socket, or -1 (none, NULL or closed). */
 evutil_socket_t async_chat_get_fd(const struct async_chat *chat);
-/** The channel's arg, or NULL. */
+/** The channel's arg (NULL for a NULL channel). */
 void *async_chat_get_arg(const struct async_chat *chat);
 /** Replace the channel's arg.  @return 0, or -1 with errno EINVAL. */
 int async_chat_set_arg(struct async_chat *chat, void *arg);
@@ -544,7 +566,8 @@ typedef void (*async_chat_accept_error_fn)(struct async_chat_listener *listener,
  *
  * @param backlog listen(2) backlog, or -1 for a sensible default
  * @return the listener, or NULL with errno EINVAL (NULL base, addr or
- *   handle_accept) or the socket(2), bind(2) or listen(2) error.
+ *   handle_accept, addrlen <= 0, backlog < -1), ENOMEM, or the socket(2),
+ *   bind(2) or listen(2) error (EADDRINUSE...).
  */
 struct async_chat_listener *async_chat_listener_new(struct event_base *base,
     const struct sockaddr *addr, int addrlen, int backlog,
@@ -553,8 +576,9 @@ struct async_chat_listener *async_chat_listener_new(struct event_base *base,
 /**
  * Accept on a socket that is already bound and listening.  The listener
  * owns fd (it is made non-blocking and closed by the listener).
- * @return the listener, or NULL with errno EINVAL or ENOMEM; on failure fd
- *   is not closed.
+ * @return the listener, or NULL with errno EINVAL (NULL base or
+ *   handle_accept, fd < 0), EBADF (fd cannot be made non-blocking) or
+ *   ENOMEM; on failure fd is not closed.
  */
 struct async_chat_listener *async_chat_listener_new_fd(struct event_base *base,
     evutil_socket_t fd, async_chat_accept_fn handle_accept, void *arg);
