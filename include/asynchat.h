@@ -134,7 +134,9 @@ extern "C" {
 /** A frame grew past the bound set with async_chat_set_max_frame().
  * Reading has been paused; the bytes past the bound are still unread. */
 #define ASYNC_CHAT_ERR_FRAME_TOO_LONG (-1)
-/** A producer's more() returned -1.  The producer has been freed. */
+/** A producer's more() returned -1 (the producer has been freed), or a
+ * file pushed with async_chat_push_file() ended before its range did (the
+ * channel cannot send anything more). */
 #define ASYNC_CHAT_ERR_PRODUCER (-2)
 /** The host name given to async_chat_connect_hostname() did not resolve;
  * async_chat_dns_error() gives the resolver's EVUTIL_EAI_* code. */
@@ -288,7 +290,7 @@ int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
  * Resolve host and connect to it like async_chat_connect().  With a NULL
  * dns_base the lookup blocks in getaddrinfo(); with an evdns_base it is
  * asynchronous.  A name that does not resolve gives handle_error with
- * ASYNC_CHAT_ERR_DNS.
+ * ASYNC_CHAT_ERR_DNS, always from the event loop, never inside this call.
  *
  * @param dns_base a struct evdns_base *, or NULL
  * @param family AF_INET, AF_INET6 or AF_UNSPEC
@@ -303,8 +305,11 @@ int async_chat_dns_error(const struct async_chat *chat);
 
 /**
  * Close the channel now: discard unsent output and unread input, free the
- * producers (their free callbacks run), close the connection, run
- * handle_free, and release the channel.  Safe inside any callback,
+ * producers (their free callbacks run), close the connection (the partner
+ * of a bufferevent pair gets an EOF), run handle_free, and release the
+ * channel.  libevent sends no TLS close_notify when it frees a TLS
+ * bufferevent; an application that wants one calls SSL_shutdown() in
+ * handle_free.  Safe inside any callback,
  * including this channel's own: the memory is then released when the
  * callback returns, and no further callback runs.  NULL and a channel
  * already closed are ignored.
@@ -324,7 +329,8 @@ int async_chat_close_when_done(struct async_chat *chat);
  * Queue a half-close: once everything queued before it is sent, the
  * channel shuts down its sending side (shutdown(SHUT_WR) on a socket; an
  * EOF to the partner of a bufferevent pair) and keeps reading.  Later
- * pushes fail with EPIPE.
+ * pushes fail with EPIPE.  On a TLS bufferevent this is a TCP half-close
+ * of the underlying socket, without a TLS close_notify.
  *
  * @return 0, or -1 with errno EINVAL or ENOTCONN.
  */
@@ -459,8 +465,9 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
  * mmap where the system has them).  The channel owns fd from the call on,
  * success or not, and closes it when done.
  * @param length bytes to send, or -1 for everything to the end of file
- * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0),
- *   EINVAL (offset < 0 or length < -1).
+ * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0 or
+ *   not open), EINVAL (not a regular file, offset < 0, length < -1, or the
+ *   range passes the end of the file).
  */
 int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
     ev_off_t length);

@@ -44,6 +44,7 @@ struct async_chat {
 
 	unsigned depth;            /* callbacks of this channel on the stack */
 	int dns_error;
+	int pending_error;         /* raised inside a connect call */
 
 	unsigned closed : 1;       /* async_chat_close() has run */
 	unsigned connected : 1;
@@ -56,6 +57,7 @@ struct async_chat {
 	unsigned refilling : 1;
 	unsigned output_busy : 1;  /* output queued since the last drain */
 	unsigned reading : 1;      /* inside the framer */
+	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 };
 
 /* channel.c */

@@ -104,6 +104,15 @@ async_chat_close(struct async_chat *chat)
 	 * its buffers stay alive until no frame of ours uses them. */
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
+	if (bufferevent_getfd(chat->bev) < 0) {
+		/* No socket to close (one end of a pair): tell the other
+		 * end, as closing a socket would, without sending what was
+		 * still queued. */
+		struct evbuffer *out = bufferevent_get_output(chat->bev);
+
+		evbuffer_drain(out, evbuffer_get_length(out));
+		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
+	}
 	fifo_clear(chat, 0);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
@@ -226,10 +235,15 @@ frame_input(struct async_chat *chat, int at_end)
 	if (chat->reading || chat->paused || chat->too_long || chat->closed)
 		return 0;
 	chat->reading = 1;
-	if (at_end)
-		st = framer_finish(&chat->fr, in, sink, chat);
-	else
-		st = framer_feed(&chat->fr, in, sink, chat);
+	do {
+		if (at_end)
+			st = framer_finish(&chat->fr, in, sink, chat);
+		else
+			st = framer_feed(&chat->fr, in, sink, chat);
+		/* Stopped with the channel neither closed nor paused: a
+		 * callback discarded the input.  Frame what is there now
+		 * (usually nothing), so that a pending EOF is not lost. */
+	} while (st == FRAMER_STOPPED && !must_stop(chat));
 	chat->reading = 0;
 	if (st != FRAMER_IDLE) {
 		read_stopped(chat, st);
@@ -288,11 +302,26 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
 		fifo_refill(chat, 1);
+	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING)) {
+		/* A write that wrote nothing: a file pushed with
+		 * async_chat_push_file ended before its range did. */
+		chat_fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 	} else if (what & BEV_EVENT_EOF) {
 		chat->eof = 1;
 		if (frame_input(chat, 0))
 			handle_eof(chat);
+	} else if (chat->in_connect && (what & BEV_EVENT_ERROR)) {
+		/* Raised inside async_chat_connect*() (a lookup without an
+		 * evdns_base fails at once): report it from the loop, so the
+		 * channel outlives the call that the application made. */
+		chat->pending_error = err;
+		bufferevent_trigger_event(bev, BEV_EVENT_ERROR,
+		    BEV_TRIG_DEFER_CALLBACKS);
 	} else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		if (chat->pending_error != 0) {
+			err = chat->pending_error;
+			chat->pending_error = 0;
+		}
 		if (what & BEV_EVENT_TIMEOUT)
 			err = ETIMEDOUT;
 		else if (bufferevent_socket_get_dns_error(bev) != 0) {
@@ -405,6 +434,8 @@ int
 async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
     int addrlen)
 {
+	int rc;
+
 	CHECK(chat);
 	if (addr == NULL || addrlen <= 0) {
 		errno = EINVAL;
@@ -414,18 +445,20 @@ async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
 		errno = EISCONN;
 		return -1;
 	}
-	if (bufferevent_socket_connect(chat->bev, addr, addrlen) < 0) {
-		if (errno == 0)
-			errno = EINVAL;
-		return -1;
-	}
-	return 0;
+	chat->in_connect = 1;
+	rc = bufferevent_socket_connect(chat->bev, addr, addrlen);
+	chat->in_connect = 0;
+	if (rc < 0 && errno == 0)
+		errno = EINVAL;
+	return rc < 0 ? -1 : 0;
 }
 
 int
 async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
     int family, const char *host, int port)
 {
+	int rc;
+
 	CHECK(chat);
 	if (host == NULL || port <= 0 || port > 65535 ||
 	    (family != AF_INET && family != AF_INET6 && family != AF_UNSPEC)) {
@@ -437,13 +470,13 @@ async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
 		return -1;
 	}
 	chat->dns_error = 0;
-	if (bufferevent_socket_connect_hostname(chat->bev, dns_base, family,
-		host, port) < 0) {
-		if (errno == 0)
-			errno = EINVAL;
-		return -1;
-	}
-	return 0;
+	chat->in_connect = 1;
+	rc = bufferevent_socket_connect_hostname(chat->bev, dns_base, family,
+	    host, port);
+	chat->in_connect = 0;
+	if (rc < 0 && errno == 0)
+		errno = EINVAL;
+	return rc < 0 ? -1 : 0;
 }
 
 int
@@ -560,14 +593,22 @@ async_chat_incoming(struct async_chat *chat)
 int
 async_chat_discard_buffers(struct async_chat *chat)
 {
+	struct evbuffer *out;
+
 	CHECK(chat);
 	chat_enter(chat);
 	framer_discard(&chat->fr);
 	evbuffer_drain(bufferevent_get_input(chat->bev),
 	    evbuffer_get_length(bufferevent_get_input(chat->bev)));
 	evbuffer_drain(chat->incoming, evbuffer_get_length(chat->incoming));
-	evbuffer_drain(bufferevent_get_output(chat->bev),
-	    evbuffer_get_length(bufferevent_get_output(chat->bev)));
+	out = bufferevent_get_output(chat->bev);
+	if (evbuffer_drain(out, evbuffer_get_length(out)) < 0) {
+		/* A socket bufferevent keeps the front of its output
+		 * frozen except while it writes. */
+		evbuffer_unfreeze(out, 1);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_freeze(out, 1);
+	}
 	fifo_clear(chat, 1);
 	if (!chat->closed)
 		fifo_refill(chat, 0);

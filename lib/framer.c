@@ -228,6 +228,7 @@ framer_discard(struct framer *fr)
 {
 	fr->input_gen++;
 	fr->frame_bytes = 0;
+	fr->found_owed = 0;
 	reset_scan(fr);
 }
 
@@ -252,7 +253,10 @@ framer_discard(struct framer *fr)
 			nv_ = evbuffer_peek((in), -1, &ptr_, v_, PEEK_VECS);   \
 			if (nv_ <= 0)                                          \
 				break;                                         \
-			more_ = nv_ > PEEK_VECS;                               \
+			/* Asked for everything (len -1), evbuffer_peek()  \
+			 * reports at most PEEK_VECS extents, never more:  \
+			 * a full batch may not be the end of the input. */\
+			more_ = nv_ >= PEEK_VECS;                              \
 			if (nv_ > PEEK_VECS)                                   \
 				nv_ = PEEK_VECS;                               \
 			for (i_ = 0; i_ < nv_; i_++) {                         \
@@ -327,7 +331,8 @@ scan_line(struct framer *fr, struct evbuffer *in, size_t *frame_len,
 			fr->matched = cr ? 0 : 1;
 			return 1;
 		}
-		cr = base[n - 1] == '\r';
+		if (n > 0) /* an empty chain: the last byte is before it */
+			cr = base[n - 1] == '\r';
 	});
 	fr->held = cr ? 1 : 0;
 	return 0;
@@ -456,7 +461,8 @@ feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
 {
 	size_t take = fr->count < avail ? (size_t)fr->count : avail;
 	size_t ok = allowance(fr, take), moved;
-	unsigned term_gen = fr->term_gen;
+	unsigned term_gen = fr->term_gen, input_gen = fr->input_gen;
+	int last = ok == fr->count; /* these bytes end the frame */
 	enum framer_status st;
 
 	if (ok == 0)
@@ -467,14 +473,21 @@ feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
 	st = deliver(fr, in, ok, sink, ctx, &moved);
 	if (fr->term_gen == term_gen)
 		fr->count += ok - moved; /* give back what was not taken */
+	/* Once its last byte is taken the frame has ended, even if data()
+	 * set another terminator (as a string's frame ends after its last
+	 * collect) or asked to stop (found() is then owed). */
+	if (last && moved == ok && fr->input_gen == input_gen) {
+		if (st != FRAMER_IDLE) {
+			fr->found_owed = 1;
+			return st;
+		}
+		fr->frame_bytes = 0;
+		return sink->found(ctx) ? FRAMER_STOPPED : FRAMER_IDLE;
+	}
 	if (st != FRAMER_IDLE)
 		return st;
 	if (ok < take)
 		return FRAMER_TOO_LONG;
-	if (fr->term_gen == term_gen && fr->count == 0) {
-		fr->frame_bytes = 0;
-		return sink->found(ctx) ? FRAMER_STOPPED : FRAMER_IDLE;
-	}
 	return FRAMER_IDLE;
 }
 
@@ -482,6 +495,12 @@ enum framer_status
 framer_feed(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx)
 {
+	if (fr->found_owed) {
+		fr->found_owed = 0;
+		fr->frame_bytes = 0;
+		if (sink->found(ctx))
+			return FRAMER_STOPPED;
+	}
 	for (;;) {
 		size_t avail = evbuffer_get_length(in);
 		size_t frame_len = 0, term_len = 0;

@@ -42,6 +42,9 @@ struct framer {
 	uint64_t frame_bytes; /* bytes of the current frame delivered */
 	uint64_t max_frame;   /* 0: no bound */
 	int matched;          /* alternative that ended the last frame */
+	/* A count's last bytes went to a data() that stopped the scan:
+	 * found() runs first on the next feed. */
+	int found_owed;
 	/* Bumped when the terminator changes or the input is discarded, so a
 	 * scan in progress notices what a callback did. */
 	unsigned term_gen;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
@@ -84,6 +85,9 @@ push_target(struct async_chat *chat, int *queued)
 {
 	struct fifo_entry *e;
 
+	/* Set before the bytes go in: a bufferevent pair hands them to its
+	 * partner, and may run the write callback, inside the add itself. */
+	chat->output_busy = 1;
 	if (chat->head == NULL) {
 		*queued = 0;
 		return bufferevent_get_output(chat->bev);
@@ -104,24 +108,26 @@ push_target(struct async_chat *chat, int *queued)
 	return e->u.buf;
 }
 
-/* Account for bytes just added to the target of push_target(). */
-static void
-pushed(struct async_chat *chat, int queued, size_t before,
-    struct evbuffer *target)
+/* Finish a push whose add (result rc) ran between chat_enter() and here:
+ * count len bytes (not measured on the target: a bufferevent pair may
+ * already have handed them on) and let go of the channel, which the
+ * pair's write callback, run inside the add, may have closed. */
+static int
+push_done(struct async_chat *chat, int queued, size_t len, int rc)
 {
-	size_t added = evbuffer_get_length(target) - before;
-
-	if (queued)
-		chat->queued += added;
-	if (added > 0)
-		chat->output_busy = 1;
+	if (rc == 0 && queued)
+		chat->queued += len;
+	if (chat_leave(chat) == 0 && rc < 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return 0;
 }
 
 int
 async_chat_push(struct async_chat *chat, const void *data, size_t len)
 {
 	struct evbuffer *target;
-	size_t before;
 	int queued;
 
 	if (push_check(chat) < 0)
@@ -137,20 +143,15 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 		errno = ENOMEM;
 		return -1;
 	}
-	before = evbuffer_get_length(target);
-	if (evbuffer_add(target, data, len) < 0) {
-		errno = ENOMEM;
-		return -1;
-	}
-	pushed(chat, queued, before, target);
-	return 0;
+	chat_enter(chat);
+	return push_done(chat, queued, len, evbuffer_add(target, data, len));
 }
 
 int
 async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 {
 	struct evbuffer *target;
-	size_t before;
+	size_t len;
 	int queued;
 
 	if (push_check(chat) < 0)
@@ -159,20 +160,16 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 		errno = EINVAL;
 		return -1;
 	}
-	if (evbuffer_get_length(buf) == 0)
+	len = evbuffer_get_length(buf);
+	if (len == 0)
 		return 0;
 	target = push_target(chat, &queued);
 	if (target == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
-	before = evbuffer_get_length(target);
-	if (evbuffer_add_buffer(target, buf) < 0) {
-		errno = ENOMEM;
-		return -1;
-	}
-	pushed(chat, queued, before, target);
-	return 0;
+	chat_enter(chat);
+	return push_done(chat, queued, len, evbuffer_add_buffer(target, buf));
 }
 
 int
@@ -181,7 +178,6 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
     void *cleanup_arg)
 {
 	struct evbuffer *target;
-	size_t before;
 	int queued;
 
 	if (push_check(chat) < 0)
@@ -200,14 +196,9 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		errno = ENOMEM;
 		return -1;
 	}
-	before = evbuffer_get_length(target);
-	if (evbuffer_add_reference(target, data, len, cleanup, cleanup_arg) <
-	    0) {
-		errno = ENOMEM;
-		return -1;
-	}
-	pushed(chat, queued, before, target);
-	return 0;
+	chat_enter(chat);
+	return push_done(chat, queued, len,
+	    evbuffer_add_reference(target, data, len, cleanup, cleanup_arg));
 }
 
 /*
@@ -315,11 +306,23 @@ static int
 file_more(void *ctx, struct evbuffer *out, size_t size_hint)
 {
 	struct file_producer *p = ctx;
+	ev_off_t length = p->length;
 
 	(void)size_hint;
 	if (p->sent)
 		return 0;
-	if (evbuffer_add_file(out, p->fd, p->offset, p->length) < 0)
+	if (length == -1) {
+		/* libevent reads -1 as st_size bytes from the offset, past
+		 * the end of the file when the offset is not 0. */
+		struct stat st;
+
+		if (fstat(p->fd, &st) < 0)
+			return -1;
+		if (st.st_size <= p->offset)
+			return 0; /* nothing to send: exhausted */
+		length = st.st_size - p->offset;
+	}
+	if (evbuffer_add_file(out, p->fd, p->offset, length) < 0)
 		return -1;
 	p->sent = 1;
 	p->fd = -1; /* the evbuffer owns and closes it now */
@@ -345,12 +348,15 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
     ev_off_t length)
 {
 	struct file_producer *p;
+	struct stat st;
 	int err = 0;
 
-	if (fd < 0)
+	if (fd < 0 || fstat(fd, &st) < 0)
 		err = EBADF;
-	else if (offset < 0 || length < -1)
-		err = EINVAL;
+	else if (offset < 0 || length < -1 || !S_ISREG(st.st_mode) ||
+	    (length != -1 && (offset > st.st_size ||
+		length > st.st_size - offset)))
+		err = EINVAL; /* sendfile would stall at the end of file */
 	else if (push_check(chat) < 0)
 		err = errno;
 	if (err == 0 && (p = malloc(sizeof(*p))) == NULL)
@@ -489,27 +495,45 @@ fifo_clear(struct async_chat *chat, int keep_markers)
 	}
 }
 
+static void
+count_added(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	(void)buf;
+	*(size_t *)arg += info->n_added;
+}
+
 /* Pull one piece from the producer at the head.  Returns 0 to go on, 1
  * when the output buffer has enough for now. */
 static int
 pull_producer(struct async_chat *chat, struct fifo_entry *e,
     struct evbuffer *out)
 {
-	size_t before = evbuffer_get_length(out);
+	struct evbuffer_cb_entry *counter;
+	size_t added = 0;
 	int rc;
 
-	if (before >= chat->out_buffer_size)
+	if (evbuffer_get_length(out) >= chat->out_buffer_size)
 		return 1;
+	/* Count what more() adds instead of comparing lengths: a
+	 * bufferevent pair hands the bytes to its partner inside the add,
+	 * so the output buffer can be as empty after a piece as before. */
+	counter = evbuffer_add_cb(out, count_added, &added);
+	if (counter == NULL) {
+		chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		return 1;
+	}
 	e->busy = 1;
 	rc = e->u.producer.ops->more(e->u.producer.ctx, out,
 	    chat->out_buffer_size);
 	e->busy = 0;
+	evbuffer_remove_cb_entry(out, counter);
 	if (e->dropped) {
 		/* discard_buffers() or close() ran inside more(). */
 		entry_free(chat, e);
 		return 0;
 	}
-	if (rc < 0 || evbuffer_get_length(out) == before) {
+	if (rc < 0 || added == 0) {
 		entry_pop(chat);
 		entry_free(chat, e);
 		if (rc < 0)
@@ -541,6 +565,16 @@ fifo_refill(struct async_chat *chat, int from_loop)
 			entry_pop(chat);
 			entry_free(chat, e);
 		} else if (e->kind == FIFO_PRODUCER) {
+			if (!from_loop) {
+				/* more() runs from the loop only: a producer
+				 * that fails (the default handle_error
+				 * closes) or closes the channel must not free
+				 * it under an API call. */
+				bufferevent_trigger(chat->bev, EV_WRITE,
+				    BEV_TRIG_IGNORE_WATERMARKS |
+					BEV_TRIG_DEFER_CALLBACKS);
+				break;
+			}
 			if (pull_producer(chat, e, out))
 				break;
 		} else if (evbuffer_get_length(out) > 0) {
