@@ -63,7 +63,11 @@
  * No callback of a channel runs after async_chat_close() returns (except
  * that handle_free runs inside it); the channel's memory is released when
  * the outermost callback on the stack returns.  After a channel is closed,
- * calls on it that are still on the callback stack fail with ENOTCONN.
+ * calls on it that are still on the callback stack fail with ENOTCONN,
+ * except the plain queries: async_chat_get_arg(), async_chat_set_arg(),
+ * async_chat_matched_terminator() and async_chat_reading_paused() still
+ * answer, async_chat_connected() says 0, async_chat_get_fd() -1,
+ * async_chat_get_bufferevent() NULL and async_chat_output_pending() 0.
  *
  * Nothing in libasynchat is global and it starts no threads.  A channel
  * and its event_base must be used from one thread at a time.
@@ -280,8 +284,8 @@ struct async_chat *async_chat_new_bufferevent(struct bufferevent *bev,
  * Data pushed before the connection is made is sent once it is.
  *
  * @return 0, or -1 with errno EINVAL (NULL or bad address), ENOTCONN
- *   (closed), EISCONN (already connected), or the connect(2) error that was
- *   known at once.
+ *   (closed), EISCONN (already connected), EALREADY (a connect is under
+ *   way), or the connect(2) error that was known at once.
  */
 int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
     int addrlen);
@@ -295,7 +299,8 @@ int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
  * @param dns_base a struct evdns_base *, or NULL
  * @param family AF_INET, AF_INET6 or AF_UNSPEC
  * @return 0, or -1 with errno EINVAL (NULL host, family not AF_INET,
- *   AF_INET6 or AF_UNSPEC, port outside 1..65535), ENOTCONN or EISCONN.
+ *   AF_INET6 or AF_UNSPEC, port outside 1..65535), ENOTCONN, EISCONN or
+ *   EALREADY.
  */
 int async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
     int family, const char *host, int port);

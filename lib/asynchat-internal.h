@@ -58,6 +58,7 @@ struct async_chat {
 	unsigned output_busy : 1;  /* output queued since the last drain */
 	unsigned reading : 1;      /* inside the framer */
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
+	unsigned connecting : 1;   /* a connect is under way */
 };
 
 /* channel.c */

@@ -298,6 +298,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 	chat_enter(chat);
 	if (what & BEV_EVENT_CONNECTED) {
 		chat->connected = 1;
+		chat->connecting = 0;
 		if (chat->h->handle_connect != NULL)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
@@ -329,8 +330,10 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 			err = ASYNC_CHAT_ERR_DNS;
 		} else if (err == 0)
 			err = ASYNC_CHAT_ERR_UNKNOWN;
-		if (!(what & BEV_EVENT_TIMEOUT))
+		if (!(what & BEV_EVENT_TIMEOUT)) {
 			chat->connected = 0;
+			chat->connecting = 0;
+		}
 		/* Nothing received is lost: frame what came before the
 		 * error, held-back bytes included, then report it. */
 		if ((what & BEV_EVENT_READING) && !(what & BEV_EVENT_TIMEOUT))
@@ -441,13 +444,16 @@ async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
 		errno = EINVAL;
 		return -1;
 	}
-	if (chat->connected) {
-		errno = EISCONN;
+	if (chat->connected || chat->connecting) {
+		errno = chat->connected ? EISCONN : EALREADY;
 		return -1;
 	}
 	chat->in_connect = 1;
+	chat->connecting = 1;
 	rc = bufferevent_socket_connect(chat->bev, addr, addrlen);
 	chat->in_connect = 0;
+	if (rc < 0)
+		chat->connecting = 0;
 	if (rc < 0 && errno == 0)
 		errno = EINVAL;
 	return rc < 0 ? -1 : 0;
@@ -465,15 +471,18 @@ async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
 		errno = EINVAL;
 		return -1;
 	}
-	if (chat->connected) {
-		errno = EISCONN;
+	if (chat->connected || chat->connecting) {
+		errno = chat->connected ? EISCONN : EALREADY;
 		return -1;
 	}
 	chat->dns_error = 0;
 	chat->in_connect = 1;
+	chat->connecting = 1;
 	rc = bufferevent_socket_connect_hostname(chat->bev, dns_base, family,
 	    host, port);
 	chat->in_connect = 0;
+	if (rc < 0)
+		chat->connecting = 0;
 	if (rc < 0 && errno == 0)
 		errno = EINVAL;
 	return rc < 0 ? -1 : 0;

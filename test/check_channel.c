@@ -934,6 +934,12 @@ START_TEST(test_connect_hostname_localhost)
 	ck_assert_int_eq(async_chat_connect_hostname(
 	                     cli.chat, NULL, AF_INET, "localhost", port),
 	    0);
+	/* One connect at a time: a second while the first is under way. */
+	errno = 0;
+	ck_assert_int_eq(async_chat_connect_hostname(
+	                     cli.chat, NULL, AF_INET, "localhost", port),
+	    -1);
+	ck_assert_int_eq(errno, EALREADY);
 	run(&cli, until_connects);
 	run(&srv, until_chat);
 	ck_assert_int_eq(async_chat_set_terminator_line(srv.chat), 0);
