@@ -311,8 +311,9 @@ int async_chat_dns_error(const struct async_chat *chat);
 /**
  * Close the channel now: discard unsent output and unread input, free the
  * producers (their free callbacks run), close the connection (the partner
- * of a bufferevent pair gets an EOF), run handle_free, and release the
- * channel.  libevent sends no TLS close_notify when it frees a TLS
+ * of a bufferevent pair gets an EOF; if the partner defers its callbacks,
+ * let the loop run once before event_base_free(), as for any deferred
+ * libevent callback), run handle_free, and release the channel.  libevent sends no TLS close_notify when it frees a TLS
  * bufferevent; an application that wants one calls SSL_shutdown() in
  * handle_free.  Safe inside any callback,
  * including this channel's own: the memory is then released when the
@@ -468,7 +469,10 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
 /**
  * Queue length bytes of the file fd from offset (sent with sendfile(2) or
  * mmap where the system has them).  The channel owns fd from the call on,
- * success or not, and closes it when done.
+ * success or not, and closes it when done.  Bytes pushed before the file
+ * leave in their own write: on TCP, set TCP_NODELAY on the socket, or a
+ * small header followed by a small file waits for the peer's delayed ACK
+ * (about 40 ms a response).
  * @param length bytes to send, or -1 for everything to the end of file
  * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0 or
  *   not open), EINVAL (not a regular file, offset < 0, length < -1, or the

@@ -65,6 +65,7 @@ struct async_chat {
 void chat_enter(struct async_chat *chat);
 int chat_leave(struct async_chat *chat);
 void chat_fail(struct async_chat *chat, int err);
+int chat_tell_partner_eof(struct async_chat *chat);
 
 /* producer.c */
 /* Move queued entries to the output buffer while it is below

@@ -104,19 +104,28 @@ async_chat_close(struct async_chat *chat)
 	 * its buffers stay alive until no frame of ours uses them. */
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
-	if (bufferevent_getfd(chat->bev) < 0) {
-		/* No socket to close (one end of a pair): tell the other
-		 * end, as closing a socket would, without sending what was
-		 * still queued. */
-		struct evbuffer *out = bufferevent_get_output(chat->bev);
-
-		evbuffer_drain(out, evbuffer_get_length(out));
-		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
-	}
+	chat_tell_partner_eof(chat);
 	fifo_clear(chat, 0);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
 	chat_leave(chat);
+}
+
+/* One end of a bufferevent pair has no socket to close or shut down: give
+ * the other end its EOF as closing a socket would.  Not with
+ * bufferevent_flush(BEV_FINISHED), which in libevent 2.1 leaks the partner
+ * if it frees itself in the callback; not deferred either, which leaks it
+ * if the application frees the event_base before the loop runs again.
+ * Returns 0, or -1 when bev is not a pair. */
+int
+chat_tell_partner_eof(struct async_chat *chat)
+{
+	struct bufferevent *partner = bufferevent_pair_get_partner(chat->bev);
+
+	if (partner == NULL)
+		return -1;
+	bufferevent_trigger_event(partner, BEV_EVENT_EOF | BEV_EVENT_READING, 0);
+	return 0;
 }
 
 /* An error that the application hears of through handle_error. */

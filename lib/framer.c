@@ -66,7 +66,8 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 		p->border = border;
 		p->cap = len;
 	}
-	memcpy(p->bytes, term, len);
+	/* term may be (part of) these very bytes, as framer_get() gave them */
+	memmove(p->bytes, term, len);
 	p->len = len;
 	p->state = 0;
 	p->border[0] = 0;
@@ -183,7 +184,9 @@ framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
 	if (reserve_patterns(fr, n) < 0)
 		return -1;
 	fr->npat = 0;
-	for (i = 0; i < n; i++) {
+	/* Slot 0 last: its bytes are the ones framer_get() hands out, and
+	 * the caller may pass them back as any of the alternatives. */
+	for (i = n; i-- > 0;) {
 		if (pattern_set(&fr->pat[i], terms[i], lens[i]) < 0) {
 			framer_set_none(fr);
 			return -1;

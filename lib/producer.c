@@ -457,7 +457,7 @@ shut_down(struct async_chat *chat)
 
 	if (fd >= 0)
 		shutdown(fd, SHUT_WR);
-	else
+	else if (chat_tell_partner_eof(chat) < 0)
 		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
 }
 

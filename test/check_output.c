@@ -223,6 +223,10 @@ fix_done(struct fix *x)
 	if (x->app.chat != NULL)
 		async_chat_close(x->app.chat);
 	ck_assert_ptr_null(x->app.chat);
+	/* Closing one end of a pair gives the other its EOF; with deferred
+	 * callbacks that is queued in the base, which libevent drops (with
+	 * the bufferevent's reference) if the base is freed before it runs. */
+	event_base_loop(x->base, EVLOOP_NONBLOCK);
 	if (x->peer.bev != NULL)
 		bufferevent_free(x->peer.bev);
 	evbuffer_free(x->peer.got);
@@ -1619,6 +1623,32 @@ END_TEST
 
 /* A range libevent refuses fails the file producer in the loop: the
  * handler hears ASYNC_CHAT_ERR_PRODUCER and the file is closed. */
+/* Closing one end of a pair tells the other, as closing a socket would:
+ * after the bytes already handed over, never the ones still queued. */
+START_TEST(test_close_pair_gives_partner_eof)
+{
+	static const int options[] = { 0, BEV_OPT_DEFER_CALLBACKS };
+	size_t i;
+
+	for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+		struct fix x;
+
+		fix_pair(&x, &handlers, options[i]);
+		ck_assert_int_eq(async_chat_push(x.app.chat, "sent", 4), 0);
+		run_until_peer_has(&x, 4);
+		ck_assert_int_eq(x.peer.eof, 0);
+		async_chat_close(x.app.chat);
+		ck_assert_ptr_null(x.app.chat); /* handle_free ran */
+		ck_assert_int_eq(
+		    tu_run_until(x.base, cond_peer_eof, &x, WAIT_MS), 0);
+		ck_assert_int_eq(x.peer.eof, 1);
+		ck_assert(x.peer.eof_what & BEV_EVENT_READING);
+		ck_assert_peer_got(&x, "sent");
+		fix_done(&x);
+	}
+}
+END_TEST
+
 START_TEST(test_push_file_bad_range)
 {
 	struct fix x;
@@ -1890,6 +1920,7 @@ output_suite(void)
 	tcase_add_test(tc, test_close_when_done_pair);
 	tcase_add_test(tc, test_shutdown_when_done_socket);
 	tcase_add_test(tc, test_shutdown_when_done_pair);
+	tcase_add_test(tc, test_close_pair_gives_partner_eof);
 	tcase_add_test(tc, test_discard_buffers);
 	tcase_add_test(tc, test_discard_buffers_keeps_close);
 	tcase_add_test(tc, test_drain);
