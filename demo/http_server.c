@@ -1,0 +1,950 @@
+/*
+ * http_server.c - HTTP/1.1 on libasynchat: the classic asynchat example
+ * grown up.  Serves the regular files under a document root (GET, HEAD)
+ * and echoes request bodies (POST /echo), with keep-alive, pipelining and
+ * hard limits, on a loopback port.
+ *
+ *   usage: http_server [-p port] [-r docroot]   (port 0: any free port)
+ *
+ * It prints "listening on 127.0.0.1:PORT"; SIGINT or SIGTERM closes every
+ * connection and frees everything.  No name leaves the root: "..", an
+ * encoded "/" or NUL is refused, and realpath() settles where symlinks
+ * lead.  Refused requests (400, 413, 431, 501...) end their connection
+ * only.
+ *
+ * One channel per connection, one terminator per protocol state:
+ *
+ *   request head   "\r\n\r\n", frame bound 8 KiB (431 beyond it)
+ *   request body   a count: the Content-Length (413 beyond 1 MiB)
+ *   after the last response
+ *                  none: over-sent bytes are read and dropped while the
+ *                  response drains, so closing never resets the
+ *                  connection under a reply the client has yet to read
+ *
+ * The channel runs in collect mode rather than message mode because of the
+ * last state: under the none terminator a message-mode channel would keep
+ * every dropped byte in its own buffer until it closes, while a collect
+ * handler can simply ignore them.  The copies collect makes are bounded by
+ * the head and body limits.
+ */
+#define _XOPEN_SOURCE 700 /* realpath() */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include <asynchat.h>
+
+#define MAX_HEAD_BYTES (8 * 1024)    /* request line and headers */
+#define MAX_HEAD_LINES 100           /* header lines after the request line */
+#define MAX_BODY_BYTES (1024 * 1024) /* Content-Length */
+/* A client that pipelines without reading is paused once this many
+ * responses (each may hold an open file) or output bytes are queued. */
+#define MAX_QUEUED_RESPONSES 16
+#define MAX_QUEUED_BYTES (256 * 1024)
+/* Seconds to receive a whole request, or to see the output move. */
+#define IDLE_TIMEOUT 30
+#define LINGER_TIMEOUT 2 /* seconds to drop input after the last response */
+
+enum state { ST_HEAD, ST_BODY, ST_LINGER };
+enum method { M_GET, M_HEAD, M_POST };
+
+/* The request being read; target points into the client's head. */
+struct request {
+	enum method method;
+	const char *target;
+	int minor; /* HTTP/1.minor */
+	int keep_alive;
+	int expect_continue;
+	int has_length;
+	uint64_t length;
+};
+
+/* One connection and its place in the server's list. */
+struct client {
+	struct async_chat *chat;
+	struct event *timer;
+	struct client *prev, *next;
+	enum state state;
+	struct request req;
+	struct evbuffer *body;
+	size_t last_pending; /* output pending when the timer last fired */
+	unsigned queued;     /* responses queued since the output drained */
+	int flow_paused;     /* reading paused until the output drains */
+	size_t head_len;
+	char head[MAX_HEAD_BYTES + 1];
+};
+
+static struct client *clients;
+static struct event_base *base;
+static struct async_chat_listener *listener;
+static struct event *accept_retry;
+static char root[PATH_MAX];
+static size_t root_len;
+
+/*
+ * Responses
+ */
+
+static const char *
+reason(int status)
+{
+	switch (status) {
+	case 100:
+		return "Continue";
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Content Too Large";
+	case 417:
+		return "Expectation Failed";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	case 505:
+		return "HTTP Version Not Supported";
+	default:
+		return "Internal Server Error";
+	}
+}
+
+static const char *
+connection_field(const struct request *req)
+{
+	if (!req->keep_alive)
+		return "Connection: close\r\n";
+	if (req->minor == 0)
+		return "Connection: keep-alive\r\n";
+	return "";
+}
+
+/* A push that fails (out of memory) leaves a truncated response: the
+ * connection then ends after it, so the client sees the truncation. */
+static void
+pushed(struct client *c, int rc)
+{
+	if (rc < 0)
+		c->req.keep_alive = 0;
+}
+
+/* Queue a status line and header block; extra is more header lines. */
+static void
+push_head(struct client *c, int status, const char *type, uint64_t length,
+    const char *extra)
+{
+	char date[64], head[512];
+	time_t now = time(NULL);
+	struct tm tm;
+	int n;
+
+	gmtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+	n = snprintf(head, sizeof(head),
+	    "HTTP/1.1 %d %s\r\n"
+	    "Server: libasynchat-http/%s\r\n"
+	    "Date: %s\r\n"
+	    "Content-Type: %s\r\n"
+	    "Content-Length: %llu\r\n"
+	    "%s%s\r\n",
+	    status, reason(status), async_chat_version(), date, type,
+	    (unsigned long long)length, connection_field(&c->req), extra);
+	if (n <= 0 || (size_t)n >= sizeof(head))
+		pushed(c, -1); /* cannot happen: the fields are short */
+	else
+		pushed(c, async_chat_push(c->chat, head, (size_t)n));
+}
+
+/* A short text reply; the body is left out for HEAD. */
+static void
+push_status(struct client *c, int status, const char *extra)
+{
+	char body[64];
+	int n = snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
+
+	push_head(c, status, "text/plain; charset=utf-8", (uint64_t)n, extra);
+	if (c->req.method != M_HEAD)
+		pushed(c, async_chat_push(c->chat, body, (size_t)n));
+}
+
+/*
+ * Timers: a connection lives while requests arrive or its output makes
+ * progress, and a closing one drops input for a short while only.
+ */
+
+static void
+arm_timer(struct client *c, int seconds)
+{
+	struct timeval tv = { seconds, 0 };
+
+	c->last_pending = 0;
+	evtimer_add(c->timer, &tv);
+}
+
+static void
+on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	size_t pending = async_chat_output_pending(c->chat);
+
+	if (pending > 0 && pending != c->last_pending) {
+		arm_timer(c, IDLE_TIMEOUT);
+		c->last_pending = pending; /* a slow reader, not a dead one */
+		return;
+	}
+	async_chat_close(c->chat); /* runs client_free */
+}
+
+/*
+ * Connection state changes
+ */
+
+/* The last response is queued: send it, then shut down our sending side
+ * and read (and drop) whatever the client still sends until it closes or
+ * the linger timer fires. */
+static void
+linger(struct client *c)
+{
+	struct async_chat *chat = c->chat;
+
+	c->state = ST_LINGER;
+	async_chat_set_max_frame(chat, 0);
+	async_chat_set_terminator_none(chat);
+	async_chat_shutdown_when_done(chat);
+	c->flow_paused = 0;
+	if (async_chat_reading_paused(chat) == 1)
+		async_chat_resume_reading(chat);
+}
+
+static void
+expect_head(struct client *c)
+{
+	c->state = ST_HEAD;
+	c->head_len = 0;
+	memset(&c->req, 0, sizeof(c->req));
+	async_chat_set_max_frame(c->chat, MAX_HEAD_BYTES);
+	async_chat_set_terminator(c->chat, "\r\n\r\n", 4);
+}
+
+/* A fatal error answered: the reply says so and the connection ends. */
+static void
+fail_request(struct client *c, int status)
+{
+	c->req.keep_alive = 0;
+	push_status(c, status, "");
+	linger(c);
+}
+
+/* A response is queued: read the next request, unless the client has
+ * too much output to read first. */
+static void
+finish_request(struct client *c)
+{
+	if (!c->req.keep_alive) {
+		linger(c);
+		return;
+	}
+	expect_head(c);
+	arm_timer(c, IDLE_TIMEOUT);
+	if (++c->queued >= MAX_QUEUED_RESPONSES ||
+	    async_chat_output_pending(c->chat) >= MAX_QUEUED_BYTES) {
+		async_chat_pause_reading(c->chat);
+		c->flow_paused = 1;
+	}
+}
+
+/*
+ * Request targets and files
+ */
+
+static int
+hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decode the path of the target (up to '?') into out.  Returns 0,
+ * or the status refusing it: NUL, an encoded '/' and a ".." segment are
+ * never let through, whatever their spelling. */
+static int
+decode_path(const char *target, char *out, size_t size)
+{
+	size_t n = 0;
+	const char *p, *seg;
+
+	for (p = target; *p != '\0' && *p != '?'; p++) {
+		int ch = (unsigned char)*p;
+
+		if (ch == '%') {
+			int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+
+			if (lo < 0)
+				return 400;
+			ch = hi * 16 + lo;
+			p += 2;
+			if (ch == '\0')
+				return 400;
+			if (ch == '/')
+				return 403;
+		}
+		if (n + 1 >= size)
+			return 404; /* no such name fits in a path */
+		out[n++] = (char)ch;
+	}
+	out[n] = '\0';
+	for (seg = strchr(out, '/'); seg != NULL; seg = strchr(seg + 1, '/'))
+		if (strncmp(seg, "/..", 3) == 0 &&
+		    (seg[3] == '/' || seg[3] == '\0'))
+			return 403;
+	return 0;
+}
+
+static int
+under_root(const char *real)
+{
+	if (root_len == 1) /* the root is "/" */
+		return 1;
+	return strncmp(real, root, root_len) == 0 &&
+	    (real[root_len] == '/' || real[root_len] == '\0');
+}
+
+/* Open the file a path names.  Returns an fd, or -1 with *status set.
+ * realpath() resolves every symlink so that the prefix check sees where
+ * the name really leads. */
+static int
+open_under_root(const char *path, int *status)
+{
+	char joined[PATH_MAX], real[PATH_MAX];
+	int fd;
+
+	if ((size_t)snprintf(joined, sizeof(joined), "%s%s", root, path) >=
+	    sizeof(joined)) {
+		*status = 404;
+		return -1;
+	}
+	if (realpath(joined, real) == NULL) {
+		*status = errno == EACCES ? 403 : 404;
+		return -1;
+	}
+	if (!under_root(real)) {
+		*status = 403;
+		return -1;
+	}
+	/* O_NONBLOCK: opening a FIFO must not stall the server. */
+	fd = open(real, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM))
+		*status = 503; /* the server's trouble, not the file's */
+	else if (fd < 0)
+		*status = errno == ENOENT ? 404 : 403;
+	return fd;
+}
+
+static const char *
+content_type(const char *path)
+{
+	static const char *const types[][2] = {
+		{ "html", "text/html; charset=utf-8" },
+		{ "htm", "text/html; charset=utf-8" },
+		{ "txt", "text/plain; charset=utf-8" },
+		{ "css", "text/css; charset=utf-8" },
+		{ "js", "text/javascript; charset=utf-8" },
+		{ "json", "application/json" },
+		{ "png", "image/png" },
+		{ "jpg", "image/jpeg" },
+		{ "jpeg", "image/jpeg" },
+		{ "gif", "image/gif" },
+		{ "svg", "image/svg+xml" },
+	};
+	const char *slash = strrchr(path, '/');
+	const char *dot = strrchr(path, '.');
+	size_t i;
+
+	if (dot != NULL && (slash == NULL || dot > slash))
+		for (i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+			if (strcasecmp(dot + 1, types[i][0]) == 0)
+				return types[i][1];
+	return "application/octet-stream";
+}
+
+/* GET and HEAD: the file goes out with async_chat_push_file (sendfile). */
+static void
+serve_file(struct client *c, const char *path)
+{
+	struct stat st;
+	int status = 0;
+	int fd = open_under_root(path, &status);
+
+	if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+		close(fd);
+		fd = -1;
+		status = 403; /* directories, devices, FIFOs */
+	}
+	if (fd < 0) {
+		push_status(c, status, status == 503 ? "Retry-After: 1\r\n" : "");
+		return;
+	}
+	push_head(c, 200, content_type(path), (uint64_t)st.st_size, "");
+	/* The channel owns fd from the call on, success or not. */
+	if (c->req.method == M_GET && st.st_size > 0)
+		pushed(c, async_chat_push_file(c->chat, fd, 0, st.st_size));
+	else
+		close(fd);
+}
+
+/* The whole request (head and body) is in: answer it. */
+static void
+dispatch(struct client *c)
+{
+	char path[PATH_MAX];
+	int status = decode_path(c->req.target, path, sizeof(path));
+	int is_echo = status == 0 && strcmp(path, "/echo") == 0;
+
+	if (status != 0) {
+		if (status == 400)
+			c->req.keep_alive = 0; /* malformed: close */
+		push_status(c, status, "");
+	} else if (is_echo && c->req.method == M_POST) {
+		push_head(c, 200, "application/octet-stream",
+		    evbuffer_get_length(c->body), "");
+		pushed(c, async_chat_push_buffer(c->chat, c->body)); /* moved */
+	} else if (is_echo)
+		push_status(c, 405, "Allow: POST\r\n");
+	else if (c->req.method == M_POST)
+		push_status(c, 405, "Allow: GET, HEAD\r\n");
+	else
+		serve_file(c, path);
+	evbuffer_drain(c->body, evbuffer_get_length(c->body));
+	finish_request(c);
+}
+
+/*
+ * Request head parsing.  The head is NUL-terminated in c->head; each
+ * parser returns 0 or the status that refuses the request.
+ */
+
+static int
+is_tchar(int ch)
+{
+	if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') ||
+	    (ch >= 'A' && ch <= 'Z'))
+		return 1;
+	return ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Cut the next line off *cursor (lines end in "\r\n"; a bare "\n" is
+ * accepted, a bare CR is not).  Returns NULL at the end. */
+static char *
+next_line(char **cursor, int *bad)
+{
+	char *line = *cursor, *nl;
+
+	if (line == NULL)
+		return NULL;
+	nl = strchr(line, '\n');
+	*cursor = nl != NULL ? nl + 1 : NULL;
+	if (nl != NULL) {
+		*nl = '\0';
+		if (nl > line && nl[-1] == '\r')
+			nl[-1] = '\0';
+	}
+	if (strchr(line, '\r') != NULL)
+		*bad = 1;
+	return line;
+}
+
+static int
+parse_method(struct request *req, const char *m, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!is_tchar((unsigned char)m[i]))
+			return 400;
+	if (len == 3 && memcmp(m, "GET", 3) == 0)
+		req->method = M_GET;
+	else if (len == 4 && memcmp(m, "HEAD", 4) == 0)
+		req->method = M_HEAD;
+	else if (len == 4 && memcmp(m, "POST", 4) == 0)
+		req->method = M_POST;
+	else
+		return len > 0 ? 501 : 400;
+	return 0;
+}
+
+/* An absolute-form target ("http://host/path") is served by its path. */
+static const char *
+origin_form(const char *target)
+{
+	const char *slash;
+
+	if (strncasecmp(target, "http://", 7) != 0)
+		return target[0] == '/' ? target : NULL;
+	slash = strchr(target + 7, '/');
+	return slash != NULL ? slash : "/";
+}
+
+/* "HTTP/1.0" or "HTTP/1.1"; other versions are refused. */
+static int
+parse_version(struct request *req, const char *v)
+{
+	if (strlen(v) != 8 || strncmp(v, "HTTP/", 5) != 0 || v[6] != '.' ||
+	    v[5] < '0' || v[5] > '9' || v[7] < '0' || v[7] > '9')
+		return 400;
+	if (v[5] != '1' || v[7] > '1')
+		return 505;
+	req->minor = v[7] - '0';
+	return 0;
+}
+
+/* "METHOD SP request-target SP HTTP-version", single spaces. */
+static int
+parse_request_line(struct request *req, char *line)
+{
+	char *sp1 = strchr(line, ' '), *sp2, *p;
+	int status;
+
+	if (sp1 == NULL || (sp2 = strchr(sp1 + 1, ' ')) == NULL ||
+	    sp2 == sp1 + 1 || strchr(sp2 + 1, ' ') != NULL)
+		return 400;
+	*sp2 = '\0';
+	for (p = sp1 + 1; *p != '\0'; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return 400;
+	if ((status = parse_version(req, sp2 + 1)) != 0 ||
+	    (status = parse_method(req, line, (size_t)(sp1 - line))) != 0)
+		return status;
+	if ((req->target = origin_form(sp1 + 1)) == NULL)
+		return 400;
+	return 0;
+}
+
+/* Connection: a comma-separated list of options. */
+static void
+parse_connection(char *value, int *closing, int *keeping)
+{
+	char *save = NULL, *tok;
+
+	for (tok = strtok_r(value, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
+		tok += strspn(tok, " \t");
+		tok[strcspn(tok, " \t")] = '\0';
+		if (strcasecmp(tok, "close") == 0)
+			*closing = 1;
+		else if (strcasecmp(tok, "keep-alive") == 0)
+			*keeping = 1;
+	}
+}
+
+static int
+parse_length(struct request *req, const char *value)
+{
+	uint64_t n = 0;
+	const char *p;
+
+	if (*value == '\0' || strlen(value) > 18)
+		return 400;
+	for (p = value; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return 400;
+		n = n * 10 + (uint64_t)(*p - '0');
+	}
+	if (req->has_length && req->length != n)
+		return 400;
+	req->has_length = 1;
+	req->length = n;
+	return 0;
+}
+
+/* What a request's header fields tell the server. */
+struct fields {
+	int hosts, closing, keeping, chunked;
+};
+
+static int
+parse_field(struct request *req, struct fields *f, char *line)
+{
+	char *colon = strchr(line, ':'), *value, *end, *p;
+
+	if (colon == NULL || colon == line)
+		return 400;
+	for (p = line; p < colon; p++)
+		if (!is_tchar((unsigned char)*p))
+			return 400; /* also obs-fold and space before ':' */
+	*colon = '\0';
+	value = colon + 1 + strspn(colon + 1, " \t");
+	for (end = value + strlen(value);
+	     end > value && (end[-1] == ' ' || end[-1] == '\t'); end--)
+		;
+	*end = '\0';
+	for (p = value; *p != '\0'; p++)
+		if ((unsigned char)*p < ' ' && *p != '\t')
+			return 400;
+	if (strcasecmp(line, "Content-Length") == 0)
+		return parse_length(req, value);
+	if (strcasecmp(line, "Transfer-Encoding") == 0)
+		f->chunked = 1; /* no transfer coding is supported */
+	else if (strcasecmp(line, "Host") == 0)
+		f->hosts++;
+	else if (strcasecmp(line, "Connection") == 0)
+		parse_connection(value, &f->closing, &f->keeping);
+	else if (strcasecmp(line, "Expect") == 0) {
+		if (strcasecmp(value, "100-continue") != 0)
+			return 417;
+		req->expect_continue = req->minor >= 1;
+	}
+	return 0;
+}
+
+static int
+parse_head(struct client *c, char *head)
+{
+	struct request *req = &c->req;
+	struct fields f = { 0, 0, 0, 0 };
+	char *cursor = head, *line;
+	int bad = 0, lines = 0, status;
+
+	line = next_line(&cursor, &bad);
+	if (bad)
+		return 400;
+	if ((status = parse_request_line(req, line)) != 0)
+		return status;
+	while ((line = next_line(&cursor, &bad)) != NULL) {
+		if (bad)
+			return 400;
+		if (++lines > MAX_HEAD_LINES)
+			return 431;
+		if ((status = parse_field(req, &f, line)) != 0)
+			return status;
+	}
+	if (f.chunked || f.hosts > 1 || (req->minor == 1 && f.hosts == 0))
+		return 400;
+	if (req->has_length && req->length > MAX_BODY_BYTES)
+		return 413;
+	req->keep_alive = !f.closing && (req->minor == 1 || f.keeping);
+	return 0;
+}
+
+/* The head of a request has arrived (the "\r\n\r\n" is consumed). */
+static void
+head_done(struct client *c)
+{
+	char *head = c->head;
+	int status;
+
+	c->head[c->head_len] = '\0';
+	if (memchr(c->head, '\0', c->head_len) != NULL) {
+		fail_request(c, 400);
+		return;
+	}
+	/* Empty lines before a request are allowed (RFC 9112, 2.2). */
+	head += strspn(head, "\r\n");
+	if (*head == '\0') {
+		expect_head(c);
+		return;
+	}
+	status = parse_head(c, head);
+	if (status != 0) {
+		fail_request(c, status);
+	} else if (c->req.has_length && c->req.length > 0) {
+		if (c->req.expect_continue)
+			pushed(c, async_chat_push(c->chat,
+			    "HTTP/1.1 100 Continue\r\n\r\n", 25));
+		/* The body: a count, bounded by MAX_BODY_BYTES already. */
+		c->state = ST_BODY;
+		async_chat_set_max_frame(c->chat, 0);
+		async_chat_set_terminator_count(c->chat, c->req.length);
+	} else
+		dispatch(c);
+}
+
+/*
+ * Channel handlers
+ */
+
+static void
+collect(struct async_chat *chat, const char *data, size_t len, void *arg)
+{
+	struct client *c = arg;
+
+	switch (c->state) {
+	case ST_HEAD:
+		/* The frame bound keeps the head within c->head. */
+		if (len > MAX_HEAD_BYTES - c->head_len)
+			len = MAX_HEAD_BYTES - c->head_len;
+		memcpy(c->head + c->head_len, data, len);
+		c->head_len += len;
+		break;
+	case ST_BODY:
+		if (evbuffer_add(c->body, data, len) < 0)
+			async_chat_close(chat);
+		break;
+	case ST_LINGER:
+		break; /* sent after the last request: dropped */
+	}
+}
+
+static void
+found(struct async_chat *chat, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->state == ST_HEAD)
+		head_done(c);
+	else if (c->state == ST_BODY)
+		dispatch(c);
+}
+
+static void
+on_error(struct async_chat *chat, int err, void *arg)
+{
+	struct client *c = arg;
+
+	/* The head outgrew its bound: reading is paused with the rest of
+	 * it unread; answer, then drop the rest while the answer drains. */
+	if (err == ASYNC_CHAT_ERR_FRAME_TOO_LONG && c->state == ST_HEAD)
+		fail_request(c, 431);
+	else
+		async_chat_close(chat); /* runs client_free */
+}
+
+/* Every queued byte is with the kernel: go on reading if the client had
+ * too much to read, and start the linger clock on a closing connection. */
+static void
+on_drain(struct async_chat *chat, void *arg)
+{
+	struct client *c = arg;
+
+	c->queued = 0;
+	if (c->state == ST_LINGER) {
+		arm_timer(c, LINGER_TIMEOUT);
+		return;
+	}
+	arm_timer(c, IDLE_TIMEOUT);
+	if (c->flow_paused) {
+		c->flow_paused = 0;
+		async_chat_resume_reading(chat);
+	}
+}
+
+static void
+client_free(struct async_chat *chat, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		clients = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	event_free(c->timer);
+	evbuffer_free(c->body);
+	free(c);
+}
+
+/* handle_close is left NULL: at the client's EOF every complete request
+ * has been answered, and the channel flushes the answers and closes. */
+static const struct async_chat_handlers http_handlers = {
+	.collect_incoming_data = collect,
+	.found_terminator = found,
+	.handle_error = on_error,
+	.handle_drain = on_drain,
+	.handle_free = client_free,
+};
+
+/*
+ * The listener
+ */
+
+static void
+handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
+    const struct sockaddr *addr, int addrlen, void *arg)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	/* A response is a push of the head and a push_file of the body,
+	 * which leave in two writes; without TCP_NODELAY the second waits
+	 * for the client's delayed ACK of the first. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (c == NULL || (c->body = evbuffer_new()) == NULL ||
+	    (c->timer = evtimer_new(base, on_timer, c)) == NULL ||
+	    (c->chat = async_chat_new(base, fd, &http_handlers, c)) == NULL) {
+		if (c != NULL && c->body != NULL)
+			evbuffer_free(c->body);
+		if (c != NULL && c->timer != NULL)
+			event_free(c->timer);
+		free(c);
+		evutil_closesocket(fd);
+		return;
+	}
+	expect_head(c);
+	arm_timer(c, IDLE_TIMEOUT);
+	c->next = clients;
+	if (clients != NULL)
+		clients->prev = c;
+	clients = c;
+}
+
+static void
+resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+	async_chat_listener_resume(listener);
+}
+
+/* Out of descriptors or memory: the pending connection stays in the
+ * backlog, so stop accepting for a moment instead of spinning on it. */
+static void
+accept_error(struct async_chat_listener *l, int err, void *arg)
+{
+	struct timeval tv = { 0, 100 * 1000 };
+
+	fprintf(stderr, "accept: %s\n", strerror(err));
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		async_chat_listener_pause(l);
+		evtimer_add(accept_retry, &tv);
+	}
+}
+
+/*
+ * Startup and shutdown
+ */
+
+static void
+on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static int
+usage(const char *argv0)
+{
+	fprintf(stderr, "usage: %s [-p port] [-r docroot]\n", argv0);
+	return 2;
+}
+
+/* The document root, resolved once so that served paths can be checked
+ * against it as a plain prefix. */
+static int
+set_root(const char *dir)
+{
+	struct stat st;
+
+	if (realpath(dir, root) == NULL || stat(root, &st) < 0) {
+		fprintf(stderr, "%s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "%s: not a directory\n", dir);
+		return -1;
+	}
+	root_len = strlen(root);
+	return 0;
+}
+
+static int
+start_listening(long port)
+{
+	struct sockaddr_in sin;
+	int len = sizeof(sin);
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons((unsigned short)port);
+	listener = async_chat_listener_new(base, (struct sockaddr *)&sin,
+	    sizeof(sin), -1, handle_accept, NULL);
+	if (listener == NULL) {
+		fprintf(stderr, "listen: %s\n", strerror(errno));
+		return -1;
+	}
+	async_chat_listener_set_error_handler(listener, accept_error);
+	async_chat_listener_get_address(listener, (struct sockaddr *)&sin,
+	    &len);
+	printf("listening on 127.0.0.1:%d\n", ntohs(sin.sin_port));
+	fflush(stdout);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct event *sigint, *sigterm;
+	const char *dir = ".";
+	long port = 0;
+	char *end;
+	int opt;
+
+	while ((opt = getopt(argc, argv, "p:r:")) != -1) {
+		if (opt == 'p') {
+			port = strtol(optarg, &end, 10);
+			if (*optarg == '\0' || *end != '\0' || port < 0 ||
+			    port > 65535)
+				return usage(argv[0]);
+		} else if (opt == 'r')
+			dir = optarg;
+		else
+			return usage(argv[0]);
+	}
+	if (optind != argc)
+		return usage(argv[0]);
+	if (set_root(dir) < 0)
+		return 1;
+	signal(SIGPIPE, SIG_IGN);
+	if ((base = event_base_new()) == NULL)
+		return 1;
+	accept_retry = evtimer_new(base, resume_accepting, NULL);
+	if (accept_retry == NULL || start_listening(port) < 0) {
+		if (accept_retry != NULL)
+			event_free(accept_retry);
+		event_base_free(base);
+		return 1;
+	}
+	sigint = evsignal_new(base, SIGINT, on_signal, base);
+	sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+	evsignal_add(sigint, NULL);
+	evsignal_add(sigterm, NULL);
+	event_base_dispatch(base);
+
+	/* Clean shutdown: every channel, timer and the listener freed. */
+	while (clients != NULL)
+		async_chat_close(clients->chat); /* runs client_free */
+	async_chat_listener_free(listener);
+	event_free(accept_retry);
+	event_free(sigint);
+	event_free(sigterm);
+	event_base_free(base);
+	printf("shut down\n");
+	return 0;
+}
