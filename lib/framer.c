@@ -458,6 +458,39 @@ end_frame(struct framer *fr, struct evbuffer *in, size_t term_len,
 	return sink->found(ctx) ? FRAMER_STOPPED : FRAMER_IDLE;
 }
 
+/* A terminator was found after frame_len bytes: deliver them, consume
+ * the terminator and end the frame.  Once the last frame byte is taken the
+ * frame has ended, as a count's does: if data() stopped the scan there,
+ * the terminator is consumed now and found() is owed to the next feed, so
+ * a terminator set meanwhile applies after it, never to it. */
+static enum framer_status
+take_frame(struct framer *fr, struct evbuffer *in, size_t frame_len,
+    size_t term_len, const struct framer_sink *sink, void *ctx)
+{
+	unsigned input_gen = fr->input_gen;
+	size_t ok, moved;
+	enum framer_status st;
+
+	reset_scan(fr);
+	ok = allowance(fr, frame_len);
+	st = deliver(fr, in, ok, sink, ctx, &moved);
+	if (fr->input_gen != input_gen)
+		return FRAMER_STOPPED; /* discarded, terminator and all */
+	if (st == FRAMER_STOPPED && moved == frame_len) {
+		evbuffer_drain(in, term_len);
+		fr->frame_bytes = 0;
+		fr->found_owed = 1;
+		return st;
+	}
+	if (st != FRAMER_IDLE)
+		return st;
+	if (ok < frame_len) {
+		reset_scan(fr);
+		return FRAMER_TOO_LONG;
+	}
+	return end_frame(fr, in, term_len, sink, ctx);
+}
+
 static enum framer_status
 feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
     const struct framer_sink *sink, void *ctx)
@@ -474,8 +507,10 @@ feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
 	 * what is still missing and a terminator set there is kept. */
 	fr->count -= ok;
 	st = deliver(fr, in, ok, sink, ctx, &moved);
-	if (fr->term_gen == term_gen)
-		fr->count += ok - moved; /* give back what was not taken */
+	/* Give back what was not taken; after a discard the count stays
+	 * where collect saw it, the dropped bytes spent. */
+	if (fr->term_gen == term_gen && fr->input_gen == input_gen)
+		fr->count += ok - moved;
 	/* Once its last byte is taken the frame has ended, even if data()
 	 * set another terminator (as a string's frame ends after its last
 	 * collect) or asked to stop (found() is then owed). */
@@ -547,15 +582,8 @@ framer_feed(struct framer *fr, struct evbuffer *in,
 			 * callback set a terminator, which rescans them. */
 			continue;
 		} else {
-			unsigned input_gen = fr->input_gen;
-
-			reset_scan(fr);
-			st = deliver_bounded(fr, in, frame_len, sink, ctx);
-			if (st != FRAMER_IDLE)
-				return st;
-			if (fr->input_gen != input_gen)
-				return FRAMER_STOPPED;
-			st = end_frame(fr, in, term_len, sink, ctx);
+			st = take_frame(fr, in, frame_len, term_len, sink,
+			    ctx);
 			if (st != FRAMER_IDLE)
 				return st;
 		}

@@ -23,9 +23,11 @@ struct framer_pattern {
 };
 
 /*
- * Where the framer sends what it finds.  data() must remove exactly len
- * bytes from the front of in (by collecting and draining them, or by moving
- * them elsewhere).  Each returns 0 to go on or non-zero to stop the scan.
+ * Where the framer sends what it finds.  data() removes len bytes from the
+ * front of in (by collecting and draining them, or by moving them
+ * elsewhere); when it stops the scan it may have removed fewer, and the
+ * rest is framed again on the next feed.  Each returns 0 to go on or
+ * non-zero to stop the scan.
  */
 struct framer_sink {
 	int (*data)(void *ctx, struct evbuffer *in, size_t len);

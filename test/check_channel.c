@@ -2565,6 +2565,77 @@ START_TEST(test_version)
 }
 END_TEST
 
+/* Pausing inside collect on a count's last byte: the frame has ended, and
+ * found_terminator runs as soon as reading resumes, with nothing new
+ * arriving. */
+struct owed {
+	struct tu_frames f;
+	int pause_done;
+};
+
+static void
+owed_collect(struct async_chat *chat, const char *data, size_t len, void *arg)
+{
+	struct owed *o = arg;
+	struct async_chat_terminator t;
+
+	tu_frames_collect(&o->f, data, len);
+	ck_assert_int_eq(async_chat_get_terminator(chat, &t), 0);
+	if (!o->pause_done && t.count == 0) {
+		o->pause_done = 1;
+		ck_assert_int_eq(async_chat_pause_reading(chat), 0);
+	}
+}
+
+static void
+owed_found(struct async_chat *chat, void *arg)
+{
+	tu_frames_found(&((struct owed *)arg)->f);
+}
+
+static int
+owed_has_frame(void *arg)
+{
+	return ((struct owed *)arg)->f.n > 0;
+}
+
+static int
+owed_paused(void *arg)
+{
+	return ((struct owed *)arg)->pause_done;
+}
+
+START_TEST(test_pause_on_count_last_byte)
+{
+	static const struct async_chat_handlers h = {
+		.collect_incoming_data = owed_collect,
+		.found_terminator = owed_found,
+	};
+	struct event_base *base = event_base_new();
+	struct owed o;
+	struct async_chat *chat;
+	evutil_socket_t sv[2];
+
+	memset(&o, 0, sizeof(o));
+	tu_frames_init(&o.f);
+	tu_socketpair(sv);
+	chat = async_chat_new(base, sv[0], &h, &o);
+	ck_assert_ptr_nonnull(chat);
+	ck_assert_int_eq(async_chat_set_terminator_count(chat, 4), 0);
+	ck_assert_int_eq(send(sv[1], "abcd", 4, 0), 4);
+	ck_assert_int_eq(tu_run_until(base, owed_paused, &o, 2000), 0);
+	/* Paused: the frame is owed, not lost, and not yet reported. */
+	ck_assert_int_eq(tu_run_until(base, owed_has_frame, &o, 100), -1);
+	ck_assert_int_eq(async_chat_resume_reading(chat), 0);
+	ck_assert_int_eq(tu_run_until(base, owed_has_frame, &o, 2000), 0);
+	ck_assert(tu_frame_is(&o.f, 0, "abcd"));
+	async_chat_close(chat);
+	evutil_closesocket(sv[1]);
+	tu_frames_clear(&o.f);
+	event_base_free(base);
+}
+END_TEST
+
 static Suite *
 channel_suite(void)
 {
@@ -2614,6 +2685,7 @@ channel_suite(void)
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_pause_buffered);
 	tcase_add_test(tc, test_pause_in_collect);
+	tcase_add_test(tc, test_pause_on_count_last_byte);
 	tcase_add_test(tc, test_pause_in_collect_at_eof);
 	tcase_add_test(tc, test_pause_eof_socket);
 	tcase_add_test(tc, test_pause_eof_pair);

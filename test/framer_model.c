@@ -1,0 +1,199 @@
+/*
+ * framer_model.c - the reference model of the framer: no automaton, no
+ * held-back bytes, just "does the frame now end with the terminator?"
+ * after every byte.  Slow on purpose; see framer_model.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "framer_model.h"
+
+struct fm_term
+fm_none(void)
+{
+	struct fm_term t;
+
+	memset(&t, 0, sizeof(t));
+	t.kind = ASYNC_CHAT_TERM_NONE;
+	return t;
+}
+
+struct fm_term
+fm_count(uint64_t count)
+{
+	struct fm_term t = fm_none();
+
+	if (count > 0) {
+		t.kind = ASYNC_CHAT_TERM_COUNT;
+		t.count = count;
+	}
+	return t;
+}
+
+struct fm_term
+fm_line(void)
+{
+	struct fm_term t = fm_none();
+
+	t.kind = ASYNC_CHAT_TERM_LINE;
+	return t;
+}
+
+struct fm_term
+fm_string(const void *bytes, size_t len)
+{
+	struct fm_term t = fm_none();
+
+	if (len > 0) {
+		t.kind = ASYNC_CHAT_TERM_STRING;
+		t.n = 1;
+		t.bytes[0] = bytes;
+		t.len[0] = len;
+	}
+	return t;
+}
+
+struct fm_term
+fm_any(const void *const *bytes, const size_t *lens, size_t n)
+{
+	struct fm_term t = fm_none();
+	size_t i;
+
+	if (n > ASYNC_CHAT_ALTERNATIVES_MAX)
+		n = ASYNC_CHAT_ALTERNATIVES_MAX;
+	t.kind = ASYNC_CHAT_TERM_ANY;
+	t.n = n;
+	for (i = 0; i < n; i++) {
+		t.bytes[i] = bytes[i];
+		t.len[i] = lens[i];
+	}
+	return t;
+}
+
+const struct fm_step *
+fm_step_at(const struct fm_step *steps, size_t nsteps, size_t frame)
+{
+	const struct fm_step *found = NULL;
+	size_t i;
+
+	for (i = 0; i < nsteps; i++)
+		if (steps[i].frame == frame)
+			found = &steps[i];
+	return found;
+}
+
+/* Does s[start..end) end with the len bytes at t?  A zero-length
+ * terminator never matches: it stands for none. */
+static int
+ends_with(
+    const unsigned char *s, size_t start, size_t end, const void *t, size_t len)
+{
+	/* The last byte first keeps long terminators cheap. */
+	return len > 0 && end - start >= len &&
+	       s[end - 1] == ((const unsigned char *)t)[len - 1] &&
+	       memcmp(s + end - len, t, len) == 0;
+}
+
+static int
+push_frame(struct fm_result *r, size_t off, size_t len, int matched)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? 2 * r->cap : 16;
+		struct fm_frame *f = realloc(r->frame, cap * sizeof(*f));
+
+		if (f == NULL)
+			return -1;
+		r->frame = f;
+		r->cap = cap;
+	}
+	r->frame[r->n].off = off;
+	r->frame[r->n].len = len;
+	r->frame[r->n].matched = matched;
+	r->n++;
+	return 0;
+}
+
+int
+fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
+    size_t len, struct fm_result *out)
+{
+	const unsigned char *s = stream;
+	const struct fm_term none = fm_none();
+	const struct fm_term *term = &none;
+	const struct fm_step *step;
+	uint64_t left = 0; /* TERM_COUNT: bytes still missing */
+	size_t start = 0, i, j;
+
+	memset(out, 0, sizeof(*out));
+	step = fm_step_at(steps, nsteps, 0);
+	if (step != NULL) {
+		term = &step->term;
+		left = term->count;
+	}
+	for (i = 0; i < len; i++) {
+		size_t end = i + 1, tlen = 0;
+		int matched = -1;
+
+		switch (term->kind) {
+		case ASYNC_CHAT_TERM_COUNT:
+			if (left > 0 && --left == 0)
+				matched = 0;
+			break;
+		case ASYNC_CHAT_TERM_STRING:
+			if (ends_with(
+			        s, start, end, term->bytes[0], term->len[0])) {
+				matched = 0;
+				tlen = term->len[0];
+			}
+			break;
+		case ASYNC_CHAT_TERM_LINE:
+			if (s[i] != '\n')
+				break;
+			/* A CR of the previous frame is not this one's. */
+			if (i > start && s[i - 1] == '\r') {
+				matched = 0;
+				tlen = 2;
+			} else {
+				matched = 1;
+				tlen = 1;
+			}
+			break;
+		case ASYNC_CHAT_TERM_ANY:
+			/* Every match found here ends on this byte; the
+			 * longest wins, the first listed among equals. */
+			for (j = 0; j < term->n; j++) {
+				if (term->len[j] > tlen &&
+				    ends_with(s, start, end, term->bytes[j],
+				        term->len[j])) {
+					matched = (int)j;
+					tlen = term->len[j];
+				}
+			}
+			break;
+		case ASYNC_CHAT_TERM_NONE:
+			break;
+		}
+		if (matched < 0)
+			continue;
+		if (push_frame(out, start, end - tlen - start, matched) < 0) {
+			fm_result_free(out);
+			return -1;
+		}
+		start = end;
+		step = fm_step_at(steps, nsteps, out->n);
+		if (step != NULL) {
+			term = &step->term;
+			left = term->count;
+		}
+	}
+	out->tail_off = start;
+	out->tail_len = len - start;
+	return 0;
+}
+
+void
+fm_result_free(struct fm_result *r)
+{
+	free(r->frame);
+	memset(r, 0, sizeof(*r));
+}
