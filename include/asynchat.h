@@ -429,8 +429,8 @@ int async_chat_set_max_frame(struct async_chat *chat, uint64_t max);
  * frame's bytes.  Take them in found_terminator with evbuffer_remove(),
  * evbuffer_remove_buffer() or evbuffer_drain(); what is left stays and the
  * next frame is appended.  The buffer belongs to the channel.  In collect
- * mode it exists too and stays empty.
- * @return the buffer, or NULL with errno EINVAL or ENOTCONN.
+ * mode it is made on the first call and stays empty.
+ * @return the buffer, or NULL with errno EINVAL, ENOTCONN or ENOMEM.
  */
 struct evbuffer *async_chat_incoming(struct async_chat *chat);
 

@@ -190,14 +190,55 @@ sink_collect(void *ctx, struct evbuffer *in, size_t len)
 	return 0;
 }
 
+/* Runs shorter than this are copied into the frame buffer rather than
+ * moved: moving a chain that one small read left mostly empty would pin a
+ * kilobyte of it per byte of frame. */
+#define MESSAGE_COPY_MAX 4096
+
 static int
 sink_message(void *ctx, struct evbuffer *in, size_t len)
 {
 	struct async_chat *chat = ctx;
+	struct evbuffer_iovec v[8];
+	int n, i;
 
-	if (evbuffer_remove_buffer(in, chat->incoming, len) < 0)
-		return 0; /* the framer sees nothing moved: out of memory */
+	if (len <= MESSAGE_COPY_MAX &&
+	    (n = evbuffer_peek(in, (ev_ssize_t)len, NULL, v, 8)) <= 8) {
+		size_t done = 0;
+
+		for (i = 0; i < n && done < len; i++) {
+			size_t piece = v[i].iov_len < len - done ?
+			    v[i].iov_len : len - done;
+
+			if (evbuffer_add(chat->incoming, v[i].iov_base,
+				piece) < 0)
+				break;
+			done += piece;
+		}
+		evbuffer_drain(in, done);
+		return 0; /* fewer than len: out of memory */
+	}
+	/* Big runs move libevent's chains: no copy. */
+	evbuffer_remove_buffer(in, chat->incoming, len);
 	return 0;
+}
+
+/* The framer's fast path: frame bytes as pointers into the input. */
+static int
+bytes_collect(void *ctx, const void *p, size_t n)
+{
+	struct async_chat *chat = ctx;
+
+	chat->h->collect_incoming_data(chat, p, n, chat->arg);
+	return must_stop(chat);
+}
+
+static int
+bytes_message(void *ctx, const void *p, size_t n)
+{
+	struct async_chat *chat = ctx;
+
+	return evbuffer_add(chat->incoming, p, n) < 0 ? -1 : 0;
 }
 
 static int
@@ -211,10 +252,10 @@ sink_found(void *ctx)
 }
 
 static const struct framer_sink collect_sink = {
-	sink_collect, sink_found
+	sink_collect, sink_found, bytes_collect
 };
 static const struct framer_sink message_sink = {
-	sink_message, sink_found
+	sink_message, sink_found, bytes_message
 };
 
 static void
@@ -271,8 +312,10 @@ handle_eof(struct async_chat *chat)
 	chat->eof_handled = 1;
 	if (chat->h->handle_close != NULL)
 		chat->h->handle_close(chat, chat->arg);
-	else
-		async_chat_close_when_done(chat);
+	else if (async_chat_close_when_done(chat) < 0)
+		/* The close marker could not be queued: without it the
+		 * channel would stay open for ever. */
+		chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
 }
 
 static void
@@ -366,8 +409,10 @@ chat_setup(struct bufferevent *bev, const struct async_chat_handlers *h,
 		errno = ENOMEM;
 		return NULL;
 	}
-	chat->incoming = evbuffer_new();
-	if (chat->incoming == NULL) {
+	/* Only message mode needs the frame buffer from the start;
+	 * async_chat_incoming() makes it on demand otherwise. */
+	if (h->collect_incoming_data == NULL &&
+	    (chat->incoming = evbuffer_new()) == NULL) {
 		free(chat);
 		errno = ENOMEM;
 		return NULL;
@@ -385,7 +430,8 @@ chat_setup(struct bufferevent *bev, const struct async_chat_handlers *h,
 	bufferevent_set_max_single_write(bev, chat->out_buffer_size);
 	if (bufferevent_enable(bev, EV_READ | EV_WRITE) < 0) {
 		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
-		evbuffer_free(chat->incoming);
+		if (chat->incoming != NULL)
+			evbuffer_free(chat->incoming);
 		free(chat);
 		errno = ENOMEM;
 		return NULL;
@@ -605,6 +651,8 @@ async_chat_incoming(struct async_chat *chat)
 		errno = chat == NULL ? EINVAL : ENOTCONN;
 		return NULL;
 	}
+	if (chat->incoming == NULL && (chat->incoming = evbuffer_new()) == NULL)
+		errno = ENOMEM;
 	return chat->incoming;
 }
 
@@ -618,7 +666,9 @@ async_chat_discard_buffers(struct async_chat *chat)
 	framer_discard(&chat->fr);
 	evbuffer_drain(bufferevent_get_input(chat->bev),
 	    evbuffer_get_length(bufferevent_get_input(chat->bev)));
-	evbuffer_drain(chat->incoming, evbuffer_get_length(chat->incoming));
+	if (chat->incoming != NULL)
+		evbuffer_drain(chat->incoming,
+		    evbuffer_get_length(chat->incoming));
 	out = bufferevent_get_output(chat->bev);
 	if (evbuffer_drain(out, evbuffer_get_length(out)) < 0) {
 		/* A socket bufferevent keeps the front of its output

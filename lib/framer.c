@@ -12,14 +12,22 @@
 
 #define PEEK_VECS 16
 
+/* The patterns of the current terminator. */
+static struct framer_pattern *
+patterns(struct framer *fr)
+{
+	return fr->kind == ASYNC_CHAT_TERM_ANY ? fr->many : &fr->one;
+}
+
 static void
 reset_scan(struct framer *fr)
 {
+	struct framer_pattern *pat = patterns(fr);
 	size_t i;
 
 	fr->held = 0;
 	for (i = 0; i < fr->npat; i++)
-		fr->pat[i].state = 0;
+		pat[i].state = 0;
 }
 
 void
@@ -34,11 +42,10 @@ framer_clear(struct framer *fr)
 {
 	size_t i;
 
-	for (i = 0; i < fr->pat_cap; i++) {
-		free(fr->pat[i].bytes);
-		free(fr->pat[i].border);
-	}
-	free(fr->pat);
+	free(fr->one.border);
+	for (i = 0; i < fr->many_cap; i++)
+		free(fr->many[i].border);
+	free(fr->many);
 	framer_init(fr);
 }
 
@@ -51,24 +58,23 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 	size_t k, b;
 
 	if (len > p->cap) {
-		unsigned char *bytes = malloc(len);
-		uint32_t *border = malloc((len + 1) * sizeof(*border));
+		uint32_t *border = malloc((len + 1) * sizeof(*border) + len);
 
-		if (bytes == NULL || border == NULL) {
-			free(bytes);
-			free(border);
+		if (border == NULL) {
 			errno = ENOMEM;
 			return -1;
 		}
-		free(p->bytes);
+		/* The old bytes stay readable until they are copied: term
+		 * cannot be longer than they are, so it is not in them. */
 		free(p->border);
-		p->bytes = bytes;
 		p->border = border;
-		p->cap = len;
+		p->bytes = (unsigned char *)(border + len + 1);
+		p->cap = (uint32_t)len;
 	}
 	/* term may be (part of) these very bytes, as framer_get() gave them */
 	memmove(p->bytes, term, len);
-	p->len = len;
+	term = p->bytes; /* the move may have overwritten the source */
+	p->len = (uint32_t)len;
 	p->state = 0;
 	p->border[0] = 0;
 	p->border[1] = 0;
@@ -83,22 +89,26 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 	return 0;
 }
 
-/* Make room for n patterns, keeping those there. */
+/* Make room for n alternatives, keeping those there; the first-byte
+ * bitmap lives after them in the same allocation. */
+#define FIRST_BITMAP (256 / 8)
+
 static int
 reserve_patterns(struct framer *fr, size_t n)
 {
 	struct framer_pattern *pat;
 
-	if (n <= fr->pat_cap)
+	if (n <= fr->many_cap)
 		return 0;
-	pat = realloc(fr->pat, n * sizeof(*pat));
+	pat = realloc(fr->many, n * sizeof(*pat) + FIRST_BITMAP);
 	if (pat == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
-	memset(pat + fr->pat_cap, 0, (n - fr->pat_cap) * sizeof(*pat));
-	fr->pat = pat;
-	fr->pat_cap = n;
+	memset(pat + fr->many_cap, 0, (n - fr->many_cap) * sizeof(*pat));
+	fr->many = pat;
+	fr->many_cap = (uint8_t)n;
+	fr->first = (unsigned char *)(pat + n);
 	return 0;
 }
 
@@ -123,11 +133,7 @@ framer_set_string(struct framer *fr, const void *term, size_t len)
 		errno = EINVAL;
 		return -1;
 	}
-	if (reserve_patterns(fr, 1) < 0)
-		return -1;
-	/* Until the new bytes are in place the old terminator is gone. */
-	fr->npat = 0;
-	if (pattern_set(&fr->pat[0], term, len) < 0) {
+	if (pattern_set(&fr->one, term, len) < 0) {
 		framer_set_none(fr);
 		return -1;
 	}
@@ -180,21 +186,22 @@ framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
 		}
 	}
 	/* Build into the slots; on failure leave the framer with no
-	 * terminator rather than half of a set. */
+	 * terminator rather than half of a set.  (framer_get() hands out
+	 * only a string's bytes, which live apart, so a caller passing them
+	 * back as an alternative reads memory this does not touch.) */
 	if (reserve_patterns(fr, n) < 0)
 		return -1;
-	fr->npat = 0;
-	/* Slot 0 last: its bytes are the ones framer_get() hands out, and
-	 * the caller may pass them back as any of the alternatives. */
-	for (i = n; i-- > 0;) {
-		if (pattern_set(&fr->pat[i], terms[i], lens[i]) < 0) {
+	if (fr->kind == ASYNC_CHAT_TERM_ANY)
+		fr->npat = 0;
+	for (i = 0; i < n; i++) {
+		if (pattern_set(&fr->many[i], terms[i], lens[i]) < 0) {
 			framer_set_none(fr);
 			return -1;
 		}
 	}
-	memset(fr->first, 0, sizeof(fr->first));
+	memset(fr->first, 0, FIRST_BITMAP);
 	for (i = 0; i < n; i++) {
-		unsigned char c = fr->pat[i].bytes[0];
+		unsigned char c = fr->many[i].bytes[0];
 		fr->first[c >> 3] |= (unsigned char)(1u << (c & 7));
 	}
 	changed(fr, ASYNC_CHAT_TERM_ANY, n);
@@ -209,8 +216,8 @@ framer_get(const struct framer *fr, struct async_chat_terminator *out)
 	out->kind = fr->kind;
 	switch (fr->kind) {
 	case ASYNC_CHAT_TERM_STRING:
-		out->bytes = fr->pat[0].bytes;
-		out->len = fr->pat[0].len;
+		out->bytes = fr->one.bytes;
+		out->len = fr->one.len;
 		break;
 	case ASYNC_CHAT_TERM_COUNT:
 		out->count = fr->count;
@@ -276,7 +283,7 @@ static int
 scan_string(struct framer *fr, struct evbuffer *in, size_t *frame_len,
     size_t *term_len)
 {
-	struct framer_pattern *p = &fr->pat[0];
+	struct framer_pattern *p = &fr->one;
 	const unsigned char *t = p->bytes;
 	const size_t len = p->len;
 	size_t state = p->state;
@@ -345,11 +352,12 @@ static int
 scan_any(struct framer *fr, struct evbuffer *in, size_t *frame_len,
     size_t *term_len)
 {
+	struct framer_pattern *pat = fr->many;
 	const size_t npat = fr->npat;
 	size_t active = 0, j;
 
 	for (j = 0; j < npat; j++)
-		active |= fr->pat[j].state;
+		active |= pat[j].state;
 
 	FOR_EACH_SPAN(in, fr->held, base, n, {
 		size_t i;
@@ -361,7 +369,7 @@ scan_any(struct framer *fr, struct evbuffer *in, size_t *frame_len,
 				continue;
 			active = 0;
 			for (j = 0; j < npat; j++) {
-				struct framer_pattern *p = &fr->pat[j];
+				struct framer_pattern *p = &pat[j];
 				size_t s = p->state;
 				while (s > 0 && p->bytes[s] != c)
 					s = p->border[s];
@@ -387,8 +395,8 @@ scan_any(struct framer *fr, struct evbuffer *in, size_t *frame_len,
 	});
 	fr->held = 0;
 	for (j = 0; j < npat; j++)
-		if (fr->pat[j].state > fr->held)
-			fr->held = fr->pat[j].state;
+		if (pat[j].state > fr->held)
+			fr->held = pat[j].state;
 	return 0;
 }
 
@@ -440,12 +448,14 @@ deliver_bounded(struct framer *fr, struct evbuffer *in, size_t len,
 	size_t ok = allowance(fr, len), moved;
 	enum framer_status st = deliver(fr, in, ok, sink, ctx, &moved);
 
+	/* Cut short by the bound, the front of the input is not the held
+	 * tail any more, even when the sink also asked to stop. */
+	if (ok < len)
+		reset_scan(fr);
 	if (st != FRAMER_IDLE)
 		return st;
-	if (ok < len) {
-		reset_scan(fr);
+	if (ok < len)
 		return FRAMER_TOO_LONG;
-	}
 	return FRAMER_IDLE;
 }
 
@@ -529,6 +539,116 @@ feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
 	return FRAMER_IDLE;
 }
 
+/*
+ * The fast path, for line mode and string terminators of at most
+ * FAST_TERM_MAX bytes with nothing held back: every frame that lies whole
+ * in the first extent of the input goes to bytes() as a pointer, and the
+ * input is drained once for all of them.  A frame that reaches past the
+ * extent is left to the incremental scanner.  A naive search is linear
+ * here because the terminator is short.
+ */
+#define FAST_TERM_MAX 16
+
+static int
+fast_kind(const struct framer *fr)
+{
+	return fr->held == 0 &&
+	    (fr->kind == ASYNC_CHAT_TERM_LINE ||
+		(fr->kind == ASYNC_CHAT_TERM_STRING &&
+		    fr->one.len <= FAST_TERM_MAX));
+}
+
+/* Find the next terminator in base[pos..n): its start and length. */
+static int
+find_in_extent(struct framer *fr, const unsigned char *base, size_t pos,
+    size_t n, size_t *start, size_t *term_len)
+{
+	const unsigned char *p = base + pos, *end = base + n, *q;
+
+	if (fr->kind == ASYNC_CHAT_TERM_LINE) {
+		q = memchr(p, '\n', (size_t)(end - p));
+		if (q == NULL)
+			return 0;
+		*term_len = q > p && q[-1] == '\r' ? 2 : 1;
+		*start = (size_t)(q - base) + 1 - *term_len;
+		fr->matched = *term_len == 2 ? 0 : 1;
+		return 1;
+	} else {
+		const unsigned char *t = fr->one.bytes;
+		size_t len = fr->one.len;
+
+		while ((q = memchr(p, t[0], (size_t)(end - p))) != NULL) {
+			if ((size_t)(end - q) < len)
+				return 0; /* may go on in the next extent */
+			if (memcmp(q + 1, t + 1, len - 1) == 0) {
+				*start = (size_t)(q - base);
+				*term_len = len;
+				fr->matched = 0;
+				return 1;
+			}
+			p = q + 1;
+		}
+		return 0;
+	}
+}
+
+/* *progress says whether any input was consumed; without it the caller
+ * scans incrementally. */
+static enum framer_status
+feed_extent(struct framer *fr, struct evbuffer *in,
+    const struct framer_sink *sink, void *ctx, int *progress)
+{
+	const unsigned term_gen = fr->term_gen, input_gen = fr->input_gen;
+	struct evbuffer_iovec v;
+	const unsigned char *base;
+	size_t pos = 0, start, term_len;
+	enum framer_status st = FRAMER_IDLE;
+	int rc;
+
+	*progress = 0;
+	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+		return FRAMER_IDLE;
+	base = v.iov_base;
+	while (find_in_extent(fr, base, pos, v.iov_len, &start, &term_len)) {
+		size_t frame_len = start - pos;
+
+		if (allowance(fr, frame_len) < frame_len)
+			break; /* the incremental scanner reports it */
+		if (frame_len > 0) {
+			rc = sink->bytes(ctx, base + pos, frame_len);
+			if (fr->input_gen != input_gen)
+				return FRAMER_STOPPED; /* discarded */
+			if (rc < 0) {
+				st = FRAMER_NOMEM;
+				break;
+			}
+			if (rc > 0) {
+				/* The frame has ended: found() is owed. */
+				fr->found_owed = 1;
+				pos = start + term_len;
+				st = FRAMER_STOPPED;
+				break;
+			}
+		}
+		pos = start + term_len;
+		fr->frame_bytes = 0;
+		rc = sink->found(ctx);
+		if (fr->input_gen != input_gen)
+			return FRAMER_STOPPED;
+		if (rc) {
+			st = FRAMER_STOPPED;
+			break;
+		}
+		if (fr->term_gen != term_gen)
+			break; /* a callback set a terminator */
+	}
+	if (pos > 0) {
+		evbuffer_drain(in, pos);
+		*progress = 1;
+	}
+	return st;
+}
+
 enum framer_status
 framer_feed(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx)
@@ -547,6 +667,15 @@ framer_feed(struct framer *fr, struct evbuffer *in,
 
 		if (avail <= fr->held)
 			return FRAMER_IDLE;
+		if (sink->bytes != NULL && fast_kind(fr)) {
+			int progress;
+
+			st = feed_extent(fr, in, sink, ctx, &progress);
+			if (st != FRAMER_IDLE)
+				return st;
+			if (progress)
+				continue;
+		}
 		switch (fr->kind) {
 		case ASYNC_CHAT_TERM_NONE:
 			st = deliver_bounded(fr, in, avail, sink, ctx);

@@ -15,10 +15,12 @@
 
 /* One byte-string alternative with its KMP border table. */
 struct framer_pattern {
+	/* One allocation: the border table, then the bytes.  border[k] is
+	 * the longest proper border of bytes[0..k). */
+	uint32_t *border;
 	unsigned char *bytes;
-	uint32_t *border; /* border[k]: longest proper border of bytes[0..k) */
-	size_t len;
-	size_t cap;       /* allocated length of bytes and border */
+	uint32_t len;
+	uint32_t cap;     /* longest pattern the allocation holds */
 	size_t state;     /* bytes of this pattern matched at the scan point */
 };
 
@@ -32,13 +34,21 @@ struct framer_pattern {
 struct framer_sink {
 	int (*data)(void *ctx, struct evbuffer *in, size_t len);
 	int (*found)(void *ctx);
+	/* Optional: take n frame bytes at p, which point into the input and
+	 * which the framer drains itself later; 0 to go on, 1 to stop, -1
+	 * if they could not be taken.  With it the framer splits the frames
+	 * that lie whole in one extent of the input without touching the
+	 * evbuffer per frame. */
+	int (*bytes)(void *ctx, const void *p, size_t n);
 };
 
 struct framer {
 	enum async_chat_terminator_kind kind;
-	struct framer_pattern *pat; /* allocated on first use */
-	size_t npat;                /* patterns in use */
-	size_t pat_cap;             /* patterns allocated */
+	struct framer_pattern one;   /* TERM_STRING */
+	struct framer_pattern *many; /* TERM_ANY, allocated on first use */
+	unsigned char *first;        /* TERM_ANY: first bytes, a bitmap */
+	uint8_t npat;                /* patterns in use */
+	uint8_t many_cap;            /* patterns allocated in many */
 	uint64_t count;       /* TERM_COUNT: bytes still missing */
 	size_t held;          /* bytes at the front of the input already scanned */
 	uint64_t frame_bytes; /* bytes of the current frame delivered */
@@ -51,7 +61,6 @@ struct framer {
 	 * scan in progress notices what a callback did. */
 	unsigned term_gen;
 	unsigned input_gen;
-	unsigned char first[256 / 8]; /* TERM_ANY: first bytes of the patterns */
 };
 
 /* What framer_feed() and framer_finish() return. */

@@ -50,6 +50,7 @@ struct rig {
 	int data_calls;
 	rig_data_fn on_data;   /* NULL: take the bytes */
 	rig_found_fn on_found; /* NULL: apply the script */
+	int fast;              /* offer the framer the bytes() sink too */
 	/* free for the hooks of each test */
 	uint64_t u0;
 	int i0;
@@ -169,7 +170,33 @@ rig_found(void *ctx)
 	return rc || rig_random_stop(r);
 }
 
-static const struct framer_sink rig_sink = {rig_data, rig_found};
+static const struct framer_sink rig_sink = {rig_data, rig_found, NULL};
+
+/* The fast path's sink: frame bytes as pointers the framer drains. */
+static int
+rig_bytes(void *ctx, const void *p, size_t n)
+{
+	struct rig *r = ctx;
+
+	FAST_ASSERT(n > 0);
+	r->data_calls++;
+	tu_frames_collect(&r->rec, p, n);
+	r->taken += n;
+	return rig_random_stop(r);
+}
+
+static const struct framer_sink rig_sink_fast = {rig_data, rig_found,
+    rig_bytes};
+
+/* Whether new rigs offer the fast path (hooked rigs never do: their
+ * data() hooks work on the evbuffer). */
+static int rig_fast_mode;
+
+static const struct framer_sink *
+rig_sink_of(const struct rig *r)
+{
+	return r->fast && r->on_data == NULL ? &rig_sink_fast : &rig_sink;
+}
 
 static void
 rig_init(struct rig *r, const struct fm_step *steps, size_t nsteps)
@@ -183,6 +210,7 @@ rig_init(struct rig *r, const struct fm_step *steps, size_t nsteps)
 	tu_frames_init(&r->rec);
 	r->steps = steps;
 	r->nsteps = nsteps;
+	r->fast = rig_fast_mode;
 	step = fm_step_at(steps, nsteps, 0);
 	if (step != NULL)
 		apply_term(&r->fr, &step->term);
@@ -201,13 +229,13 @@ rig_free(struct rig *r)
 static enum framer_status
 rig_feed1(struct rig *r)
 {
-	return framer_feed(&r->fr, r->in, &rig_sink, r);
+	return framer_feed(&r->fr, r->in, rig_sink_of(r), r);
 }
 
 static enum framer_status
 rig_finish1(struct rig *r)
 {
-	return framer_finish(&r->fr, r->in, &rig_sink, r);
+	return framer_finish(&r->fr, r->in, rig_sink_of(r), r);
 }
 
 /* Feed (or finish) until the framer is idle, resuming after every stop
@@ -367,20 +395,29 @@ check_all_ways(const struct fm_step *steps, size_t nsteps, const void *stream,
 	const unsigned char *s = stream;
 	struct fm_result m;
 	uint64_t k;
-	int i;
+	int i, fast;
 
 	FAST_ASSERT(fm_run(steps, nsteps, s, len, &m) == 0);
-	check_plan(steps, nsteps, s, len, &m, PLAN_WHOLE, 0, 0);
-	check_plan(steps, nsteps, s, len, &m, PLAN_BYTES, 0, 0);
-	check_plan(steps, nsteps, s, len, &m, PLAN_BYTES_ONE, 0, 0);
-	for (k = 0; k <= len; k++)
-		check_plan(steps, nsteps, s, len, &m, PLAN_SPLIT, k, 0);
-	for (i = 1; i <= nrandom; i++)
-		check_plan(steps, nsteps, s, len, &m, PLAN_RANDOM, i, 0);
-	for (i = 1; i <= nrandom / 4 + 1; i++) {
-		check_plan(steps, nsteps, s, len, &m, PLAN_RANDOM, i, i);
-		check_plan(steps, nsteps, s, len, &m, PLAN_BYTES, 0, 7 * i);
+	/* Once through the incremental scanner alone, once with the fast
+	 * path offered: the frames must not depend on which ran. */
+	for (fast = 0; fast <= 1; fast++) {
+		rig_fast_mode = fast;
+		check_plan(steps, nsteps, s, len, &m, PLAN_WHOLE, 0, 0);
+		check_plan(steps, nsteps, s, len, &m, PLAN_BYTES, 0, 0);
+		check_plan(steps, nsteps, s, len, &m, PLAN_BYTES_ONE, 0, 0);
+		for (k = 0; k <= len; k++)
+			check_plan(steps, nsteps, s, len, &m, PLAN_SPLIT, k, 0);
+		for (i = 1; i <= nrandom; i++)
+			check_plan(steps, nsteps, s, len, &m, PLAN_RANDOM, i,
+			    0);
+		for (i = 1; i <= nrandom / 4 + 1; i++) {
+			check_plan(steps, nsteps, s, len, &m, PLAN_RANDOM, i,
+			    i);
+			check_plan(steps, nsteps, s, len, &m, PLAN_BYTES, 0,
+			    7 * i);
+		}
 	}
+	rig_fast_mode = 0;
 	fm_result_free(&m);
 }
 
@@ -1810,6 +1847,7 @@ START_TEST(test_bound_random)
 		ck_assert_int_eq(
 		    fm_run(c->steps, c->nsteps, c->s, c->len, &m), 0);
 		rig_init(&r, c->steps, c->nsteps);
+		r.fast = i & 1; /* the bound under both scanners */
 		r.on_found = bound_found;
 		r.fr.max_frame = 1 + tu_rand(&rng) % 3;
 		for (off = 0; off < c->len; off += n) {
@@ -1910,11 +1948,15 @@ START_TEST(test_stop_random)
 		ck_assert_int_eq(
 		    fm_run(c->steps, c->nsteps, c->s, c->len, &m), 0);
 		for (seed = 1; seed <= 4; seed++) {
+			/* Stops inside the fast path's bytes() owe found()
+			 * just as stops inside data() do. */
+			rig_fast_mode = (int)(seed & 1);
 			check_plan(c->steps, c->nsteps, c->s, c->len, &m,
 			    PLAN_RANDOM, seed + (uint64_t)i, seed);
 			check_plan(c->steps, c->nsteps, c->s, c->len, &m,
 			    PLAN_WHOLE, 0, seed + (uint64_t)i);
 		}
+		rig_fast_mode = 0;
 		fm_result_free(&m);
 	}
 	free(c);
@@ -2093,7 +2135,7 @@ lin_found(void *ctx)
 static void
 lin_run(const void *term, size_t tlen, const char *pat, uint64_t size)
 {
-	static const struct framer_sink sink = {lin_data, lin_found};
+	static const struct framer_sink sink = {lin_data, lin_found, NULL};
 	struct lin l = {(const unsigned char *)pat, strlen(pat), 0, 0, 0};
 	struct evbuffer *in = evbuffer_new();
 	struct framer fr;

@@ -1,0 +1,530 @@
+/*
+ * loadgen.c - the load generator of the libasynchat benchmark.  Plain
+ * libevent bufferevents, 127.0.0.1 only.  It sends a deterministic stream
+ * on each connection, keeps a bounded number of messages in flight, and
+ * checks every byte that the echo server sends back.
+ *
+ *   usage: loadgen -p port [-m lines|counted|bulk|idle] [-c conns]
+ *                  [-n messages] [-b bytes] [-s size] [-d depth] [-T secs]
+ *
+ *   lines    64-byte lines (62 printable bytes and "\r\n"), echoed;
+ *   counted  "<size>\r\n" and a size-byte binary payload (default 16384);
+ *   bulk     an unframed binary stream written in size-byte pieces
+ *            (default 65536); -b gives the total bytes;
+ *   idle     open -c connections, say so, and hold them until the server
+ *            closes them (the memory measurement).
+ *
+ * -n is the total number of messages over all connections (-b for bulk),
+ * -d the messages in flight per connection.  The clock starts when every
+ * connection is up and stops when the last echoed byte has been checked.
+ * The result is one line of key=value pairs:
+ *
+ *   mode=lines conns=1 msgs=1000000 bytes=64000000 secs=0.52 \
+ *       msgs_per_s=1923076 MB_per_s=123.1 cpu=97% verified=ok
+ *
+ * where bytes and MB/s count the echoed bytes in one direction (1 MB =
+ * 10^6 bytes) and cpu is the load generator's own CPU use (user and
+ * system) while the clock ran: near 100% it, not the server, set the
+ * pace.  Exit status: 0 on success, 1 on a mismatch, a connection
+ * error or the time limit (-T, default 120 s), 2 on bad usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/util.h>
+
+/* The payload tables: a prime length so that consecutive messages start
+ * at different places, and a copy of the first PIECE_MAX bytes after the
+ * end so that any PIECE_MAX bytes from any offset are contiguous. */
+#define TABLE_LEN 65521u
+#define PIECE_MAX 65536u
+#define LINE_LEN 64u
+#define CONNECT_BATCH 256
+
+enum mode { M_LINES, M_COUNTED, M_BULK, M_IDLE };
+
+static unsigned char text_table[TABLE_LEN + PIECE_MAX];
+static unsigned char bin_table[TABLE_LEN + PIECE_MAX];
+
+struct conn;
+
+struct lg {
+	struct event_base *base;
+	struct sockaddr_in addr;
+	enum mode mode;
+	const unsigned char *table;
+	size_t hlen, plen, tlen; /* header, payload and trailer lengths */
+	char header[32];
+	int nconns, connecting, connected, done, failed, next_to_open;
+	uint64_t depth;
+	struct conn *conns;
+	struct timespec t0, t1;
+	double cpu0, cpu1; /* CPU seconds used by this process */
+	uint64_t msgs, bytes;
+};
+
+struct conn {
+	struct lg *lg;
+	struct bufferevent *bev;
+	int id;
+	uint64_t seed;
+	uint64_t quota; /* messages this connection sends */
+	uint64_t sent;  /* messages queued for sending */
+	uint64_t rmsg;  /* messages fully received and checked */
+	size_t rpos;    /* bytes of message rmsg received so far */
+	int open;
+	int up; /* connected */
+};
+
+static double
+now_diff(const struct timespec *a, const struct timespec *b)
+{
+	return (double)(b->tv_sec - a->tv_sec) +
+	    (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+static double
+cpu_seconds(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+static void
+fill_tables(void)
+{
+	static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+				    "abcdefghijklmnopqrstuvwxyz0123456789";
+	uint64_t x = 0x9E3779B97F4A7C15ull;
+	size_t i;
+
+	for (i = 0; i < TABLE_LEN; i++) {
+		x ^= x >> 12;
+		x ^= x << 25;
+		x ^= x >> 27;
+		bin_table[i] = (unsigned char)((x * 0x2545F4914F6CDD1Dull) >> 56);
+		text_table[i] = (unsigned char)alnum[(x >> 7) % 62];
+	}
+	/* The copy is longer than the table: byte by byte, it wraps. */
+	for (i = TABLE_LEN; i < TABLE_LEN + PIECE_MAX; i++) {
+		bin_table[i] = bin_table[i - TABLE_LEN];
+		text_table[i] = text_table[i - TABLE_LEN];
+	}
+}
+
+/* The payload of message i of c starts here (plen bytes are valid). */
+static const unsigned char *
+payload(const struct conn *c, uint64_t i)
+{
+	const struct lg *lg = c->lg;
+
+	return lg->table + (c->seed + i * lg->plen) % TABLE_LEN;
+}
+
+static void
+fail(struct lg *lg, const char *what, const struct conn *c)
+{
+	fprintf(stderr, "loadgen: connection %d: %s\n", c != NULL ? c->id : -1,
+	    what);
+	lg->failed = 1;
+	event_base_loopbreak(lg->base);
+}
+
+static void
+send_more(struct conn *c)
+{
+	struct lg *lg = c->lg;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	while (c->sent < c->quota && c->sent - c->rmsg < lg->depth) {
+		const unsigned char *p = payload(c, c->sent);
+
+		if (lg->hlen > 0)
+			evbuffer_add(out, lg->header, lg->hlen);
+		/* Big payloads by reference: the table outlives the run. */
+		if (lg->plen >= 4096)
+			evbuffer_add_reference(out, p, lg->plen, NULL, NULL);
+		else
+			evbuffer_add(out, p, lg->plen);
+		if (lg->tlen > 0)
+			evbuffer_add(out, "\r\n", 2);
+		c->sent++;
+	}
+}
+
+static void
+conn_finish(struct conn *c)
+{
+	struct lg *lg = c->lg;
+
+	if (!c->open)
+		return;
+	c->open = 0;
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	if (++lg->done == lg->nconns) {
+		clock_gettime(CLOCK_MONOTONIC, &lg->t1);
+		lg->cpu1 = cpu_seconds();
+		event_base_loopbreak(lg->base);
+	}
+}
+
+/* Check len received bytes against the stream c sent.  0 if they match. */
+static int
+verify(struct conn *c, const unsigned char *d, size_t len)
+{
+	struct lg *lg = c->lg;
+	const size_t mlen = lg->hlen + lg->plen + lg->tlen;
+
+	while (len > 0) {
+		size_t pos = c->rpos, n;
+		const unsigned char *want;
+
+		if (c->rmsg >= c->sent)
+			return -1; /* more than was sent */
+		if (pos < lg->hlen) {
+			want = (const unsigned char *)lg->header + pos;
+			n = lg->hlen - pos;
+		} else if (pos < lg->hlen + lg->plen) {
+			want = payload(c, c->rmsg) + (pos - lg->hlen);
+			n = lg->hlen + lg->plen - pos;
+		} else {
+			want = (const unsigned char *)"\r\n" +
+			    (pos - lg->hlen - lg->plen);
+			n = mlen - pos;
+		}
+		if (n > len)
+			n = len;
+		if (memcmp(d, want, n) != 0)
+			return -1;
+		d += n;
+		len -= n;
+		c->rpos += n;
+		if (c->rpos == mlen) {
+			c->rpos = 0;
+			c->rmsg++;
+		}
+	}
+	return 0;
+}
+
+static void
+readcb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (evbuffer_get_length(in) > 0) {
+		struct evbuffer_iovec v[16];
+		size_t done = 0;
+		int n = evbuffer_peek(in, -1, NULL, v, 16), i;
+
+		if (n > 16)
+			n = 16;
+		for (i = 0; i < n; i++) {
+			if (verify(c, v[i].iov_base, v[i].iov_len) < 0) {
+				fail(c->lg, "echoed bytes differ from the sent "
+					    "stream",
+				    c);
+				return;
+			}
+			done += v[i].iov_len;
+		}
+		evbuffer_drain(in, done);
+	}
+	if (c->rmsg == c->quota) {
+		conn_finish(c);
+		return;
+	}
+	send_more(c);
+}
+
+static void start_sending(struct lg *lg);
+static void open_some(struct lg *lg);
+
+static void
+eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct lg *lg = c->lg;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		evutil_socket_t fd = bufferevent_getfd(bev);
+		int one = 1;
+
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->up = 1;
+		lg->connecting--;
+		if (++lg->connected == lg->nconns) {
+			if (lg->mode == M_IDLE) {
+				printf("connected %d\n", lg->nconns);
+				fflush(stdout);
+			} else
+				start_sending(lg);
+		} else
+			open_some(lg);
+		return;
+	}
+	if (lg->mode == M_IDLE && c->up) {
+		conn_finish(c); /* the server let go after measuring */
+		return;
+	}
+	if (what & BEV_EVENT_EOF)
+		fail(lg, "unexpected EOF from the server", c);
+	else
+		fail(lg, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()),
+		    c);
+}
+
+static void
+start_sending(struct lg *lg)
+{
+	int i;
+
+	clock_gettime(CLOCK_MONOTONIC, &lg->t0);
+	lg->cpu0 = cpu_seconds();
+	for (i = 0; i < lg->nconns; i++) {
+		struct conn *c = &lg->conns[i];
+
+		if (c->quota == 0) {
+			conn_finish(c);
+			continue;
+		}
+		send_more(c);
+	}
+}
+
+/* Open connections, at most CONNECT_BATCH connecting at once. */
+static void
+open_some(struct lg *lg)
+{
+	while (lg->next_to_open < lg->nconns &&
+	    lg->connecting < CONNECT_BATCH) {
+		struct conn *c = &lg->conns[lg->next_to_open++];
+
+		c->bev = bufferevent_socket_new(lg->base, -1,
+		    BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev == NULL) {
+			fail(lg, "bufferevent_socket_new failed", c);
+			return;
+		}
+		c->open = 1;
+		bufferevent_setcb(c->bev, readcb, NULL, eventcb, c);
+		bufferevent_set_max_single_read(c->bev, 65536);
+		bufferevent_set_max_single_write(c->bev, 65536);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		lg->connecting++;
+		if (bufferevent_socket_connect(c->bev,
+			(struct sockaddr *)&lg->addr, sizeof(lg->addr)) < 0) {
+			fail(lg, "connect failed", c);
+			return;
+		}
+	}
+}
+
+static void
+on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct lg *lg = arg;
+
+	(void)fd;
+	(void)what;
+	fprintf(stderr, "loadgen: time limit reached (%d of %d connections "
+			"done)\n",
+	    lg->done, lg->nconns);
+	lg->failed = 1;
+	event_base_loopbreak(lg->base);
+}
+
+static void
+raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void
+usage(const char *argv0)
+{
+	fprintf(stderr,
+	    "usage: %s -p port [-m lines|counted|bulk|idle] [-c conns] "
+	    "[-n messages] [-b bytes] [-s size] [-d depth] [-T secs]\n",
+	    argv0);
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct lg lg;
+	struct event *timer;
+	struct timeval limit = {120, 0};
+	long port = 0;
+	uint64_t total = 0, bulk_bytes = 0;
+	size_t size = 0;
+	int opt, i;
+	double secs;
+
+	memset(&lg, 0, sizeof(lg));
+	lg.mode = M_LINES;
+	lg.nconns = 1;
+	lg.depth = 0;
+	while ((opt = getopt(argc, argv, "p:m:c:n:b:s:d:T:")) != -1) {
+		switch (opt) {
+		case 'p':
+			port = strtol(optarg, NULL, 10);
+			break;
+		case 'm':
+			if (strcmp(optarg, "lines") == 0)
+				lg.mode = M_LINES;
+			else if (strcmp(optarg, "counted") == 0)
+				lg.mode = M_COUNTED;
+			else if (strcmp(optarg, "bulk") == 0)
+				lg.mode = M_BULK;
+			else if (strcmp(optarg, "idle") == 0)
+				lg.mode = M_IDLE;
+			else
+				usage(argv[0]);
+			break;
+		case 'c':
+			lg.nconns = atoi(optarg);
+			break;
+		case 'n':
+			total = strtoull(optarg, NULL, 10);
+			break;
+		case 'b':
+			bulk_bytes = strtoull(optarg, NULL, 10);
+			break;
+		case 's':
+			size = strtoul(optarg, NULL, 10);
+			break;
+		case 'd':
+			lg.depth = strtoull(optarg, NULL, 10);
+			break;
+		case 'T':
+			limit.tv_sec = atol(optarg);
+			break;
+		default:
+			usage(argv[0]);
+		}
+	}
+	if (port <= 0 || port > 65535 || lg.nconns < 1 ||
+	    lg.nconns > 100000 || limit.tv_sec <= 0)
+		usage(argv[0]);
+
+	switch (lg.mode) {
+	case M_LINES:
+		lg.table = text_table;
+		lg.plen = LINE_LEN - 2;
+		lg.tlen = 2;
+		if (lg.depth == 0)
+			lg.depth = 128;
+		if (total == 0)
+			total = 1000000;
+		break;
+	case M_COUNTED:
+		lg.table = bin_table;
+		lg.plen = size != 0 ? size : 16384;
+		lg.hlen = (size_t)snprintf(lg.header, sizeof(lg.header),
+		    "%zu\r\n", lg.plen);
+		if (lg.depth == 0)
+			lg.depth = 4;
+		if (total == 0)
+			total = 50000;
+		break;
+	case M_BULK:
+		lg.table = bin_table;
+		lg.plen = size != 0 ? size : 65536;
+		if (lg.depth == 0)
+			lg.depth = 4;
+		if (bulk_bytes == 0)
+			bulk_bytes = (uint64_t)1 << 30;
+		/* Whole pieces; the last connection's stream is not cut. */
+		total = (bulk_bytes + lg.plen - 1) / lg.plen;
+		break;
+	case M_IDLE:
+		break;
+	}
+	if (lg.mode != M_IDLE && (lg.plen == 0 || lg.plen > PIECE_MAX)) {
+		fprintf(stderr, "loadgen: size must be 1 to %u\n", PIECE_MAX);
+		return 2;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+	fill_tables();
+	lg.base = event_base_new();
+	if (lg.base == NULL)
+		return 1;
+	lg.conns = calloc((size_t)lg.nconns, sizeof(*lg.conns));
+	if (lg.conns == NULL)
+		return 1;
+	for (i = 0; i < lg.nconns; i++) {
+		struct conn *c = &lg.conns[i];
+
+		c->lg = &lg;
+		c->id = i;
+		c->seed = (uint64_t)i * 7919u + 1;
+		/* Spread the total; the first ones take the remainder. */
+		c->quota = total / (uint64_t)lg.nconns +
+		    ((uint64_t)i < total % (uint64_t)lg.nconns ? 1 : 0);
+	}
+	lg.addr.sin_family = AF_INET;
+	lg.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	lg.addr.sin_port = htons((unsigned short)port);
+
+	timer = evtimer_new(lg.base, on_timeout, &lg);
+	evtimer_add(timer, &limit);
+	open_some(&lg);
+	if (!lg.failed)
+		event_base_dispatch(lg.base);
+
+	for (i = 0; i < lg.nconns; i++) {
+		lg.msgs += lg.conns[i].rmsg;
+		if (lg.conns[i].open)
+			bufferevent_free(lg.conns[i].bev);
+	}
+	event_free(timer);
+	event_base_free(lg.base);
+	free(lg.conns);
+	if (lg.failed || lg.done != lg.nconns)
+		return 1;
+	if (lg.mode == M_IDLE) {
+		printf("released %d\n", lg.nconns);
+		return 0;
+	}
+	lg.bytes = lg.msgs * (lg.hlen + lg.plen + lg.tlen);
+	secs = now_diff(&lg.t0, &lg.t1);
+	if (secs <= 0)
+		secs = 1e-9;
+	printf("mode=%s conns=%d msgs=%" PRIu64 " bytes=%" PRIu64
+	       " secs=%.4f msgs_per_s=%.0f MB_per_s=%.1f cpu=%.0f%%"
+	       " verified=ok\n",
+	    lg.mode == M_LINES ? "lines" :
+	    lg.mode == M_COUNTED ? "counted" : "bulk",
+	    lg.nconns, lg.msgs, lg.bytes, secs, (double)lg.msgs / secs,
+	    (double)lg.bytes / secs / 1e6, (lg.cpu1 - lg.cpu0) / secs * 100);
+	return 0;
+}
