@@ -35,8 +35,11 @@
  *
  * If the collect_incoming_data handler is NULL the channel runs in message
  * mode: it keeps the frame's bytes in its own evbuffer (moving libevent's
- * chains, not copying), and found_terminator takes them from
- * async_chat_incoming().
+ * chains for long runs, copying short ones), and found_terminator takes
+ * them from async_chat_incoming().  Under the none terminator there is no
+ * frame end, as in asynchat: the bytes wait in that buffer until the
+ * application takes them (in handle_close, say); to stream, use collect
+ * mode.
  *
  * Output is a strict FIFO of pushed data, producers and markers.  Producers
  * are pulled only while the bufferevent's output buffer holds fewer than
@@ -448,8 +451,10 @@ struct evbuffer *async_chat_incoming(struct async_chat *chat);
 int async_chat_push(struct async_chat *chat, const void *data, size_t len);
 
 /**
- * Queue the whole content of buf, moving libevent's chains (no copy); buf
- * is left empty and stays the caller's.
+ * Queue the whole content of buf, moving libevent's chains (no copy; a
+ * content under 1 KiB is copied instead, so that small replies leave in
+ * one write rather than one chain each); buf is left empty and stays the
+ * caller's.
  * @return 0, or -1 with errno as async_chat_push(); on failure buf keeps
  *   its content.
  */

@@ -147,6 +147,27 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	return push_done(chat, queued, len, evbuffer_add(target, data, len));
 }
 
+/* Moving a chain per small buffer would make the output a list of tiny
+ * chains, written an iovec each: copy small contents onto the end of the
+ * target instead (one copy, usually into the chain already there). */
+#define PUSH_COPY_MAX 1024
+
+static int
+add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
+{
+	struct evbuffer_iovec v[4];
+	int n, i;
+
+	if (len > PUSH_COPY_MAX ||
+	    (n = evbuffer_peek(buf, -1, NULL, v, 4)) > 4 ||
+	    evbuffer_expand(target, len) < 0)
+		return evbuffer_add_buffer(target, buf);
+	for (i = 0; i < n; i++)
+		if (evbuffer_add(target, v[i].iov_base, v[i].iov_len) < 0)
+			return -1; /* not after the expand */
+	return evbuffer_drain(buf, len);
+}
+
 int
 async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 {
@@ -169,7 +190,7 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 		return -1;
 	}
 	chat_enter(chat);
-	return push_done(chat, queued, len, evbuffer_add_buffer(target, buf));
+	return push_done(chat, queued, len, add_buffer(target, buf, len));
 }
 
 int
