@@ -68,8 +68,9 @@
  * the outermost callback on the stack returns.  After a channel is closed,
  * calls on it that are still on the callback stack fail with ENOTCONN,
  * except the plain queries: async_chat_get_arg(), async_chat_set_arg(),
- * async_chat_matched_terminator() and async_chat_reading_paused() still
- * answer, async_chat_connected() says 0, async_chat_get_fd() -1,
+ * async_chat_matched_terminator(), async_chat_reading_paused(),
+ * async_chat_dns_error() and the buffer size getters still answer,
+ * async_chat_connected() says 0, async_chat_get_fd() -1,
  * async_chat_get_bufferevent() NULL and async_chat_output_pending() 0.
  *
  * Nothing in libasynchat is global and it starts no threads.  A channel
@@ -273,7 +274,8 @@ struct async_chat *async_chat_new(struct event_base *base, evutil_socket_t fd,
  *
  * On success the channel owns bev: it replaces bev's callbacks, watermarks
  * and single read/write limits, enables reading and writing, and frees bev
- * when it closes.  On failure bev is untouched and still the caller's.
+ * when it closes.  On failure bev is still the caller's (with no
+ * callbacks set if bufferevent_enable() failed).
  *
  * @return the channel, or NULL with errno EINVAL (bev or handlers NULL) or
  *   ENOMEM.
@@ -330,7 +332,7 @@ void async_chat_close(struct async_chat *chat);
  * closes as with async_chat_close().  Reading goes on meanwhile.  Later
  * pushes fail with EPIPE.
  *
- * @return 0, or -1 with errno EINVAL (NULL) or ENOTCONN (closed).
+ * @return 0, or -1 with errno EINVAL (NULL), ENOTCONN (closed) or ENOMEM.
  */
 int async_chat_close_when_done(struct async_chat *chat);
 
@@ -341,7 +343,8 @@ int async_chat_close_when_done(struct async_chat *chat);
  * pushes fail with EPIPE.  On a TLS bufferevent this is a TCP half-close
  * of the underlying socket, without a TLS close_notify.
  *
- * @return 0, or -1 with errno EINVAL or ENOTCONN.
+ * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (close_when_done()
+ *   was called) or ENOMEM.
  */
 int async_chat_shutdown_when_done(struct async_chat *chat);
 
@@ -452,9 +455,9 @@ int async_chat_push(struct async_chat *chat, const void *data, size_t len);
 
 /**
  * Queue the whole content of buf, moving libevent's chains (no copy; a
- * content under 1 KiB is copied instead, so that small replies leave in
- * one write rather than one chain each); buf is left empty and stays the
- * caller's.
+ * content of at most 1 KiB is copied instead, so that small replies leave
+ * in one write rather than one chain each); buf is left empty and stays
+ * the caller's.
  * @return 0, or -1 with errno as async_chat_push(); on failure buf keeps
  *   its content.
  */
@@ -480,8 +483,8 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
  * (about 40 ms a response).
  * @param length bytes to send, or -1 for everything to the end of file
  * @return 0, or -1 with errno as async_chat_push() or EBADF (fd < 0 or
- *   not open), EINVAL (not a regular file, offset < 0, length < -1, or the
- *   range passes the end of the file).
+ *   not open), EINVAL (not a regular file, offset < 0 or past the end of
+ *   the file, length < -1, or the range passes the end of the file).
  */
 int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
     ev_off_t length);
@@ -524,7 +527,8 @@ size_t async_chat_output_pending(const struct async_chat *chat);
 int async_chat_pause_reading(struct async_chat *chat);
 
 /** Resume reading; bytes already received are framed on the next turn of
- * the event loop (or at once, inside a callback of this channel).
+ * the event loop, without waiting for new data (inside collect or found of
+ * this channel, the running scan simply goes on).
  * @return 0, or -1 with errno EINVAL, ENOTCONN or EPIPE (the peer's EOF has
  *   already been handled). */
 int async_chat_resume_reading(struct async_chat *chat);
@@ -562,8 +566,9 @@ void *async_chat_get_arg(const struct async_chat *chat);
 /** Replace the channel's arg.  @return 0, or -1 with errno EINVAL. */
 int async_chat_set_arg(struct async_chat *chat, void *arg);
 /** 1 while the channel is connected (accepted, adopted, or connected by
- * async_chat_connect*), 0 before the connection is made or after an error,
- * -1 with errno EINVAL for NULL. */
+ * async_chat_connect*), 0 before the connection is made or after an error
+ * (a timeout set on the bufferevent, reported as ETIMEDOUT, leaves it
+ * connected), -1 with errno EINVAL for NULL. */
 int async_chat_connected(const struct async_chat *chat);
 
 /*
@@ -610,7 +615,8 @@ int async_chat_listener_set_error_handler(struct async_chat_listener *listener,
     async_chat_accept_error_fn handle_error);
 
 /** Stop accepting (connections wait in the backlog) and resume.
- * @return 0, or -1 with errno EINVAL. */
+ * @return 0, or -1 with errno EINVAL (NULL) or the error of adding or
+ *   removing the listening event. */
 int async_chat_listener_pause(struct async_chat_listener *listener);
 int async_chat_listener_resume(struct async_chat_listener *listener);
 

@@ -59,6 +59,7 @@ struct async_chat {
 	unsigned reading : 1;      /* inside the framer */
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 	unsigned connecting : 1;   /* a connect is under way */
+	unsigned files : 1;        /* push_file() has been used */
 };
 
 /* channel.c */

@@ -355,9 +355,12 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
 		fifo_refill(chat, 1);
-	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING)) {
-		/* A write that wrote nothing: a file pushed with
-		 * async_chat_push_file ended before its range did. */
+	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING) &&
+	    chat->files) {
+		/* A socket write that wrote nothing: a file pushed with
+		 * async_chat_push_file ended before its range did.  (A TLS
+		 * bufferevent reports the peer's close_notify met while
+		 * writing this way too; without files it is the peer's EOF.) */
 		chat_fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 	} else if (what & BEV_EVENT_EOF) {
 		chat->eof = 1;

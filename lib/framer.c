@@ -189,10 +189,10 @@ framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
 	 * terminator rather than half of a set.  (framer_get() hands out
 	 * only a string's bytes, which live apart, so a caller passing them
 	 * back as an alternative reads memory this does not touch.) */
-	if (reserve_patterns(fr, n) < 0)
+	if (reserve_patterns(fr, n) < 0) {
+		framer_set_none(fr);
 		return -1;
-	if (fr->kind == ASYNC_CHAT_TERM_ANY)
-		fr->npat = 0;
+	}
 	for (i = 0; i < n; i++) {
 		if (pattern_set(&fr->many[i], terms[i], lens[i]) < 0) {
 			framer_set_none(fr);
@@ -445,16 +445,23 @@ static enum framer_status
 deliver_bounded(struct framer *fr, struct evbuffer *in, size_t len,
     const struct framer_sink *sink, void *ctx)
 {
-	size_t ok = allowance(fr, len), moved;
-	enum framer_status st = deliver(fr, in, ok, sink, ctx, &moved);
+	size_t done = 0, ok, moved;
+	enum framer_status st = FRAMER_IDLE;
 
+	/* In steps: a bound raised inside data() lets the rest through
+	 * instead of reporting a frame too long for the old bound. */
+	while (done < len && st == FRAMER_IDLE &&
+	    (ok = allowance(fr, len - done)) > 0) {
+		st = deliver(fr, in, ok, sink, ctx, &moved);
+		done += ok;
+	}
 	/* Cut short by the bound, the front of the input is not the held
 	 * tail any more, even when the sink also asked to stop. */
-	if (ok < len)
+	if (done < len)
 		reset_scan(fr);
 	if (st != FRAMER_IDLE)
 		return st;
-	if (ok < len)
+	if (done < len)
 		return FRAMER_TOO_LONG;
 	return FRAMER_IDLE;
 }
@@ -534,7 +541,8 @@ feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
 	}
 	if (st != FRAMER_IDLE)
 		return st;
-	if (ok < take)
+	/* unless data() raised the bound: then the count goes on */
+	if (ok < take && allowance(fr, 1) == 0)
 		return FRAMER_TOO_LONG;
 	return FRAMER_IDLE;
 }

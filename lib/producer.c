@@ -150,7 +150,7 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 /* Moving a chain per small buffer would make the output a list of tiny
  * chains, written an iovec each: copy small contents onto the end of the
  * target instead (one copy, usually into the chain already there). */
-#define PUSH_COPY_MAX 1024
+#define PUSH_COPY_MAX 1024 /* bytes, inclusive */
 
 static int
 add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
@@ -375,8 +375,8 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
 	if (fd < 0 || fstat(fd, &st) < 0)
 		err = EBADF;
 	else if (offset < 0 || length < -1 || !S_ISREG(st.st_mode) ||
-	    (length != -1 && (offset > st.st_size ||
-		length > st.st_size - offset)))
+	    offset > st.st_size ||
+	    (length != -1 && length > st.st_size - offset))
 		err = EINVAL; /* sendfile would stall at the end of file */
 	else if (push_check(chat) < 0)
 		err = errno;
@@ -388,6 +388,7 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
 		errno = err;
 		return -1;
 	}
+	chat->files = 1;
 	p->fd = fd;
 	p->sent = 0;
 	p->offset = offset;

@@ -1662,6 +1662,11 @@ START_TEST(test_push_file_bad_range)
 	    -1);
 	ck_assert_int_eq(errno, EINVAL);
 	ck_assert(!fd_is_open_file(fd, &st)); /* owned, so closed */
+	fd = temp_file("0123456789", &st);
+	errno = 0;
+	ck_assert_int_eq(async_chat_push_file(x.app.chat, fd, 11, -1), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert(!fd_is_open_file(fd, &st));
 
 	/* A file cut short after the push ends the output with
 	 * ASYNC_CHAT_ERR_PRODUCER instead of passing for the peer's EOF. */
