@@ -491,59 +491,64 @@ async_chat_new_bufferevent(struct bufferevent *bev,
 	return chat;
 }
 
+/* Whether a connect may start: none made or under way. */
+static int
+can_connect(const struct async_chat *chat)
+{
+	if (chat->connected || chat->connecting) {
+		errno = chat->connected ? EISCONN : EALREADY;
+		return 0;
+	}
+	return 1;
+}
+
+/* Account for a connect just started by libevent (rc its result); errors
+ * it raised inside the call were deferred by eventcb. */
+static int
+connect_started(struct async_chat *chat, int rc)
+{
+	chat->in_connect = 0;
+	if (rc < 0) {
+		chat->connecting = 0;
+		if (errno == 0)
+			errno = EINVAL;
+		return -1;
+	}
+	return 0;
+}
+
 int
 async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
     int addrlen)
 {
-	int rc;
-
 	CHECK(chat);
 	if (addr == NULL || addrlen <= 0) {
 		errno = EINVAL;
 		return -1;
 	}
-	if (chat->connected || chat->connecting) {
-		errno = chat->connected ? EISCONN : EALREADY;
+	if (!can_connect(chat))
 		return -1;
-	}
-	chat->in_connect = 1;
-	chat->connecting = 1;
-	rc = bufferevent_socket_connect(chat->bev, addr, addrlen);
-	chat->in_connect = 0;
-	if (rc < 0)
-		chat->connecting = 0;
-	if (rc < 0 && errno == 0)
-		errno = EINVAL;
-	return rc < 0 ? -1 : 0;
+	chat->in_connect = chat->connecting = 1;
+	return connect_started(chat,
+	    bufferevent_socket_connect(chat->bev, addr, addrlen));
 }
 
 int
 async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
     int family, const char *host, int port)
 {
-	int rc;
-
 	CHECK(chat);
 	if (host == NULL || port <= 0 || port > 65535 ||
 	    (family != AF_INET && family != AF_INET6 && family != AF_UNSPEC)) {
 		errno = EINVAL;
 		return -1;
 	}
-	if (chat->connected || chat->connecting) {
-		errno = chat->connected ? EISCONN : EALREADY;
+	if (!can_connect(chat))
 		return -1;
-	}
 	chat->dns_error = 0;
-	chat->in_connect = 1;
-	chat->connecting = 1;
-	rc = bufferevent_socket_connect_hostname(chat->bev, dns_base, family,
-	    host, port);
-	chat->in_connect = 0;
-	if (rc < 0)
-		chat->connecting = 0;
-	if (rc < 0 && errno == 0)
-		errno = EINVAL;
-	return rc < 0 ? -1 : 0;
+	chat->in_connect = chat->connecting = 1;
+	return connect_started(chat, bufferevent_socket_connect_hostname(
+	    chat->bev, dns_base, family, host, port));
 }
 
 int
