@@ -152,7 +152,9 @@ extern "C" {
 /** The peer or the bufferevent reported an error without an errno value
  * (for example a TLS error; see bufferevent_get_openssl_error()). */
 #define ASYNC_CHAT_ERR_UNKNOWN (-4)
-/** Memory ran out while handling events; the channel cannot go on. */
+/** Memory ran out in libasynchat while handling events; the channel
+ * cannot go on.  (libevent reports its own failure to grow a buffer as the
+ * errno value ENOMEM.) */
 #define ASYNC_CHAT_ERR_NOMEM (-5)
 /**@}*/
 
