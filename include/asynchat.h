@@ -405,7 +405,9 @@ int async_chat_set_terminators(struct async_chat *chat,
 /**
  * Describe the current terminator.  For a count, the bytes still missing:
  * inside collect_incoming_data this already excludes the bytes being
- * collected, and after the last of them it is 0.
+ * handed over (a run that spans several of libevent's chains comes in
+ * several collect calls, and all of them see the count after the whole
+ * run), and after the last of them it is 0.
  * @return 0, or -1 with errno EINVAL (NULL argument) or ENOTCONN.
  */
 int async_chat_get_terminator(const struct async_chat *chat,

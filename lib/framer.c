@@ -485,12 +485,18 @@ take_frame(struct framer *fr, struct evbuffer *in, size_t frame_len,
     size_t term_len, const struct framer_sink *sink, void *ctx)
 {
 	unsigned input_gen = fr->input_gen;
-	size_t ok, moved;
-	enum framer_status st;
+	size_t ok = 0, moved = 0, step, took;
+	enum framer_status st = FRAMER_IDLE;
 
 	reset_scan(fr);
-	ok = allowance(fr, frame_len);
-	st = deliver(fr, in, ok, sink, ctx, &moved);
+	/* In steps, as in deliver_bounded(): a bound raised inside data()
+	 * lets the rest of the frame through. */
+	while (ok < frame_len && st == FRAMER_IDLE &&
+	    (step = allowance(fr, frame_len - ok)) > 0) {
+		st = deliver(fr, in, step, sink, ctx, &took);
+		ok += step;
+		moved += took;
+	}
 	if (fr->input_gen != input_gen)
 		return FRAMER_STOPPED; /* discarded, terminator and all */
 	if (st == FRAMER_STOPPED && moved == frame_len) {
