@@ -72,8 +72,9 @@ int chat_tell_partner_eof(struct async_chat *chat);
 /* Move queued entries to the output buffer while it is below
  * out_buffer_size.  from_loop: called from the channel's own write or
  * event callback, where the channel may close and handle_drain may run.
- * It may release the channel (when a producer closes it outside any
- * callback): callers touch it no more afterwards. */
+ * From an API call it runs no producer and closes nothing itself, but an
+ * error report (ENOMEM) or a reference's cleanup may close the channel
+ * and release it: callers touch it no more afterwards. */
 void fifo_refill(struct async_chat *chat, int from_loop);
 /* Drop queued data and producers (and markers unless keep_markers). */
 void fifo_clear(struct async_chat *chat, int keep_markers);

@@ -437,8 +437,8 @@ async_chat_close_when_done(struct async_chat *chat)
 	}
 	if (chat->close_queued)
 		return 0;
-	/* Set before queueing: the refill may run a producer, and the
-	 * channel must not be touched after it. */
+	/* Set before queueing: the channel must not be touched after the
+	 * refill (see fifo_refill()). */
 	chat->close_queued = 1;
 	if (queue_marker(chat, FIFO_CLOSE) < 0) {
 		chat->close_queued = 0;
