@@ -16,7 +16,7 @@
  * Throughput: the stream is 64-byte frames and the sink only counts (it
  * drains what it is given).  Rows:
  *   "\r\n" string     62 printable bytes + "\r\n", terminator "\r\n"
- *   line mode         the same bytes, framer_set_line()
+ *   line mode         the same bytes, async_chat__framer_set_line()
  *   "\r\n\r\n" string frames "<29>\r\n<29>\r\n\r\n": a 4-byte terminator
  *                     (SMTP's "\r\n.\r\n" style) that partly matches
  *                     inside every frame
@@ -24,16 +24,16 @@
  *   ceiling           memchr() for the first byte and a compare (memmem()
  *                     for the 4-byte terminator) over the contiguous
  *                     bytes, no evbuffer at all;
- *   framer, whole     framer_feed() once over one evbuffer holding the
+ *   framer, whole     async_chat__framer_feed() once over one evbuffer holding the
  *                     whole stream in 64 KiB-ish chains;
  *   framer, 64K feeds the stream added 64 KiB-ish at a time with a
- *                     framer_feed() after each, as a channel sees it;
+ *                     async_chat__framer_feed() after each, as a channel sees it;
  *   evbuffer_search   evbuffer_search()+evbuffer_drain() over the whole
  *                     evbuffer, as a hand-written libevent server does.
  *
  * Linearity: one frame of -l bytes (letters, then the terminator) is
  * added to an evbuffer in pieces of 1, 16 and 65536 bytes, calling
- * framer_feed() after each piece, for every kind of terminator, with the
+ * async_chat__framer_feed() after each piece, for every kind of terminator, with the
  * counting sink; the baseline row does the same evbuffer_add() and
  * evbuffer_drain() with no framer.  ns/byte should not depend on the frame
  * length ("growth" near 1.0); the piece size only adds a constant cost per
@@ -247,11 +247,11 @@ static void
 set_term(struct framer *fr, enum async_chat_terminator_kind kind,
     const char *term, size_t tlen)
 {
-	framer_init(fr);
+	async_chat__framer_init(fr);
 	if (kind == ASYNC_CHAT_TERM_LINE)
-		framer_set_line(fr);
+		async_chat__framer_set_line(fr);
 	else
-		framer_set_string(fr, term, tlen);
+		async_chat__framer_set_string(fr, term, tlen);
 }
 
 /* Split the stream once; returns seconds, sets *frames. */
@@ -274,19 +274,19 @@ split_once(const unsigned char *s, size_t total, enum how how,
 	switch (how) {
 	case H_FRAMER_WHOLE:
 		set_term(&fr, kind, term, tlen);
-		if (framer_feed(&fr, b, &count_sink, &c) != FRAMER_IDLE)
+		if (async_chat__framer_feed(&fr, b, &count_sink, &c) != FRAMER_IDLE)
 			c.bad = 1;
-		framer_clear(&fr);
+		async_chat__framer_clear(&fr);
 		break;
 	case H_FRAMER_FEEDS:
 		set_term(&fr, kind, term, tlen);
 		for (off = 0; off < total; off += SLICE) {
 			add_slice(b, s, total, off);
-			if (framer_feed(&fr, b, &count_sink, &c) !=
+			if (async_chat__framer_feed(&fr, b, &count_sink, &c) !=
 			    FRAMER_IDLE)
 				c.bad = 1;
 		}
-		framer_clear(&fr);
+		async_chat__framer_clear(&fr);
 		break;
 	case H_SEARCH:
 		for (;;) {
@@ -453,32 +453,32 @@ feed_long(const unsigned char *src, size_t flen, size_t piece,
 
 	memset(&c, 0, sizeof(c));
 	c.frame = evbuffer_new();
-	framer_init(&fr);
+	async_chat__framer_init(&fr);
 	switch (k) {
 	case L_BASE:
 	case L_NONE:
-		framer_set_none(&fr);
+		async_chat__framer_set_none(&fr);
 		want_frames = 0;
 		break;
 	case L_STR2:
 	case L_MOVE:
-		framer_set_string(&fr, "\r\n", 2);
+		async_chat__framer_set_string(&fr, "\r\n", 2);
 		total += 2;
 		break;
 	case L_STR4:
-		framer_set_string(&fr, "\r\n\r\n", 4);
+		async_chat__framer_set_string(&fr, "\r\n\r\n", 4);
 		total += 4;
 		break;
 	case L_LINE:
-		framer_set_line(&fr);
+		async_chat__framer_set_line(&fr);
 		total += 2;
 		break;
 	case L_ANY:
-		framer_set_any(&fr, any_terms, any_lens, 2);
+		async_chat__framer_set_any(&fr, any_terms, any_lens, 2);
 		total += 2;
 		break;
 	case L_COUNT:
-		framer_set_count(&fr, flen);
+		async_chat__framer_set_count(&fr, flen);
 		break;
 	}
 	c.heap0 = heap_in_use();
@@ -490,11 +490,11 @@ feed_long(const unsigned char *src, size_t flen, size_t piece,
 		if (k == L_BASE) {
 			evbuffer_drain(in, n);
 			c.bytes += n;
-		} else if (framer_feed(&fr, in, sink, &c) != FRAMER_IDLE)
+		} else if (async_chat__framer_feed(&fr, in, sink, &c) != FRAMER_IDLE)
 			c.bad = 1;
 	}
 	t1 = now();
-	framer_clear(&fr);
+	async_chat__framer_clear(&fr);
 	evbuffer_free(in);
 	evbuffer_free(c.frame);
 	if (heap != NULL)

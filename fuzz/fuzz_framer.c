@@ -31,7 +31,7 @@ enum {
 	F_ALPHA = 1 << 1,   /* map terminators and stream to a few bytes */
 	F_STOPS = 1 << 2,   /* data() and found() stop as the tape says */
 	F_PARTIAL = 1 << 3, /* data() sometimes moves too little (NOMEM) */
-	F_ALIAS = 1 << 4,   /* set terminators from framer_get()'s bytes */
+	F_ALIAS = 1 << 4,   /* set terminators from async_chat__framer_get()'s bytes */
 	F_FAST = 1 << 5     /* the sink has bytes(): the framer's fast path */
 };
 
@@ -57,11 +57,11 @@ rd_u8(struct rd *r)
 struct step_ex {
 	struct fm_step step;
 	/* STRING with F_ALIAS: set first to alias_full, then to its suffix
-	 * taken from framer_get()'s own copy. */
+	 * taken from async_chat__framer_get()'s own copy. */
 	const unsigned char *alias_full;
 	size_t alias_len;
 	/* ANY with F_ALIAS: alternative alias_idx is passed as the pointer
-	 * framer_get() reports after a string set to it. */
+	 * async_chat__framer_get() reports after a string set to it. */
 	int alias_idx;
 	/* NONE: set as none (0), a count of 0 (1) or an empty string (2) */
 	int none_how;
@@ -328,14 +328,14 @@ apply_string(struct run *r, const struct step_ex *ex)
 
 		/* The framer must copy a terminator out of its own
 		 * storage without reading what it overwrites. */
-		if (framer_set_string(&r->fr, ex->alias_full, ex->alias_len) !=
+		if (async_chat__framer_set_string(&r->fr, ex->alias_full, ex->alias_len) !=
 		    0)
 			fail("set_string (alias) failed", r);
-		framer_get(&r->fr, &got);
-		if (framer_set_string(&r->fr,
+		async_chat__framer_get(&r->fr, &got);
+		if (async_chat__framer_set_string(&r->fr,
 		        (const unsigned char *)got.bytes + cut, t->len[0]) != 0)
 			fail("set_string from own bytes failed", r);
-	} else if (framer_set_string(&r->fr, t->bytes[0], t->len[0]) != 0) {
+	} else if (async_chat__framer_set_string(&r->fr, t->bytes[0], t->len[0]) != 0) {
 		fail("set_string failed", r);
 	}
 }
@@ -352,13 +352,13 @@ apply_any(struct run *r, const struct step_ex *ex)
 	if (ex->alias_idx >= 0) {
 		struct async_chat_terminator got;
 
-		if (framer_set_string(&r->fr, t->bytes[ex->alias_idx],
+		if (async_chat__framer_set_string(&r->fr, t->bytes[ex->alias_idx],
 		        t->len[ex->alias_idx]) != 0)
 			fail("set_string before alias failed", r);
-		framer_get(&r->fr, &got);
+		async_chat__framer_get(&r->fr, &got);
 		alt[ex->alias_idx] = got.bytes;
 	}
-	if (framer_set_any(&r->fr, alt, t->len, t->n) != 0)
+	if (async_chat__framer_set_any(&r->fr, alt, t->len, t->n) != 0)
 		fail("set_any failed", r);
 }
 
@@ -372,21 +372,21 @@ apply_step(struct run *r, const struct step_ex *ex)
 	switch (t->kind) {
 	case ASYNC_CHAT_TERM_NONE:
 		if (ex->none_how == 0)
-			framer_set_none(&r->fr);
+			async_chat__framer_set_none(&r->fr);
 		else if ((ex->none_how == 1
-		                 ? framer_set_count(&r->fr, 0)
-		                 : framer_set_string(&r->fr, "", 0)) != 0)
+		                 ? async_chat__framer_set_count(&r->fr, 0)
+		                 : async_chat__framer_set_string(&r->fr, "", 0)) != 0)
 			fail("setting a none terminator failed", r);
 		break;
 	case ASYNC_CHAT_TERM_COUNT:
-		if (framer_set_count(&r->fr, t->count) != 0)
+		if (async_chat__framer_set_count(&r->fr, t->count) != 0)
 			fail("set_count failed", r);
 		break;
 	case ASYNC_CHAT_TERM_STRING:
 		apply_string(r, ex);
 		break;
 	case ASYNC_CHAT_TERM_LINE:
-		framer_set_line(&r->fr);
+		async_chat__framer_set_line(&r->fr);
 		break;
 	case ASYNC_CHAT_TERM_ANY:
 		apply_any(r, ex);
@@ -396,14 +396,14 @@ apply_step(struct run *r, const struct step_ex *ex)
 	r->count_set = t->kind == ASYNC_CHAT_TERM_COUNT ? t->count : 0;
 	r->count_spent = 0;
 	/* What get_terminator reports right after a set. */
-	framer_get(&r->fr, &got);
+	async_chat__framer_get(&r->fr, &got);
 	if (got.kind != t->kind || got.count != t->count ||
 	    (t->kind == ASYNC_CHAT_TERM_STRING &&
 	        (got.len != t->len[0] ||
 	            memcmp(got.bytes, t->bytes[0], got.len) != 0)) ||
 	    (t->kind == ASYNC_CHAT_TERM_ANY && got.alternatives != t->n) ||
 	    r->fr.matched != 0)
-		fail("framer_get disagrees with the terminator set", r);
+		fail("async_chat__framer_get disagrees with the terminator set", r);
 }
 
 /* The step for the frame about to start: the last one listed wins, as in
@@ -432,7 +432,7 @@ sink_data(void *ctx, struct evbuffer *buf, size_t len)
 		fail("data() with 0 bytes or more than the input", r);
 	/* A count reports, inside data(), what is missing after these
 	 * bytes: the frame so far, these bytes and that make the count. */
-	framer_get(&r->fr, &t);
+	async_chat__framer_get(&r->fr, &t);
 	if (t.kind == ASYNC_CHAT_TERM_COUNT && !r->count_spent &&
 	    cur_len(r) + len + t.count != r->count_set)
 		fail("count inside data() is not what is missing", r);
@@ -576,8 +576,8 @@ pump(struct run *r, int finish)
 	long guard = 0;
 
 	for (;;) {
-		st = finish ? framer_finish(&r->fr, r->buf, sink, r)
-		            : framer_feed(&r->fr, r->buf, sink, r);
+		st = finish ? async_chat__framer_finish(&r->fr, r->buf, sink, r)
+		            : async_chat__framer_feed(&r->fr, r->buf, sink, r);
 		if (st == FRAMER_IDLE)
 			break;
 		if (++guard > 4 * STOP_BUDGET + 100000)
@@ -652,7 +652,7 @@ run_input(const struct input *in, const struct fm_result *m)
 	if (r.buf == NULL || r.got == NULL || r.end == NULL ||
 	    r.matched == NULL)
 		abort();
-	framer_init(&r.fr);
+	async_chat__framer_init(&r.fr);
 	ex = step_for(in, 0);
 	if (ex != NULL)
 		apply_step(&r, ex);
@@ -677,11 +677,11 @@ run_input(const struct input *in, const struct fm_result *m)
 	if (evbuffer_get_length(r.buf) != 0 || cur_len(&r) != m->tail_len)
 		fail("the tail differs from the model's", &r);
 	/* Finishing again changes nothing. */
-	if (framer_finish(&r.fr, r.buf, &plain_sink, &r) != FRAMER_IDLE ||
+	if (async_chat__framer_finish(&r.fr, r.buf, &plain_sink, &r) != FRAMER_IDLE ||
 	    r.nframes != m->n || cur_len(&r) != m->tail_len)
 		fail("a second finish changed something", &r);
 
-	framer_clear(&r.fr);
+	async_chat__framer_clear(&r.fr);
 	evbuffer_free(r.buf);
 	free(r.got);
 	free(r.end);

@@ -107,6 +107,8 @@
 #include <event2/bufferevent.h>
 #include <event2/util.h>
 
+struct evdns_base;
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -303,13 +305,14 @@ int async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
  * asynchronous.  A name that does not resolve gives handle_error with
  * ASYNC_CHAT_ERR_DNS, always from the event loop, never inside this call.
  *
- * @param dns_base a struct evdns_base *, or NULL
+ * @param dns_base an evdns_base (event2/dns.h), or NULL
  * @param family AF_INET, AF_INET6 or AF_UNSPEC
  * @return 0, or -1 with errno EINVAL (NULL host, family not AF_INET,
  *   AF_INET6 or AF_UNSPEC, port outside 1..65535), ENOTCONN, EISCONN or
  *   EALREADY.
  */
-int async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
+int async_chat_connect_hostname(struct async_chat *chat,
+    struct evdns_base *dns_base,
     int family, const char *host, int port);
 
 /** The resolver's EVUTIL_EAI_* code after ASYNC_CHAT_ERR_DNS, else 0. */

@@ -63,10 +63,10 @@ struct async_chat {
 };
 
 /* channel.c */
-void chat_enter(struct async_chat *chat);
-int chat_leave(struct async_chat *chat);
-void chat_fail(struct async_chat *chat, int err);
-int chat_tell_partner_eof(struct async_chat *chat);
+void async_chat__enter(struct async_chat *chat);
+int async_chat__leave(struct async_chat *chat);
+void async_chat__fail(struct async_chat *chat, int err);
+int async_chat__tell_partner_eof(struct async_chat *chat);
 
 /* producer.c */
 /* Move queued entries to the output buffer while it is below
@@ -75,8 +75,8 @@ int chat_tell_partner_eof(struct async_chat *chat);
  * From an API call it runs no producer and closes nothing itself, but an
  * error report (ENOMEM) or a reference's cleanup may close the channel
  * and release it: callers touch it no more afterwards. */
-void fifo_refill(struct async_chat *chat, int from_loop);
+void async_chat__output_refill(struct async_chat *chat, int from_loop);
 /* Drop queued data and producers (and markers unless keep_markers). */
-void fifo_clear(struct async_chat *chat, int keep_markers);
+void async_chat__output_clear(struct async_chat *chat, int keep_markers);
 
 #endif /* ASYNCHAT_INTERNAL_H_INCLUDED_ */

@@ -62,7 +62,7 @@ async_chat_strerror(int err)
 /*
  * Lifetime.  depth counts this channel's frames on the stack that may run
  * user code; async_chat_close() inside them only marks the channel, and
- * the last chat_leave() releases it.
+ * the last async_chat__leave() releases it.
  */
 
 static void
@@ -72,18 +72,18 @@ destroy(struct async_chat *chat)
 		bufferevent_free(chat->bev);
 	if (chat->incoming != NULL)
 		evbuffer_free(chat->incoming);
-	framer_clear(&chat->fr);
+	async_chat__framer_clear(&chat->fr);
 	free(chat);
 }
 
 void
-chat_enter(struct async_chat *chat)
+async_chat__enter(struct async_chat *chat)
 {
 	chat->depth++;
 }
 
 int
-chat_leave(struct async_chat *chat)
+async_chat__leave(struct async_chat *chat)
 {
 	if (--chat->depth == 0 && chat->closed) {
 		destroy(chat);
@@ -97,18 +97,18 @@ async_chat_close(struct async_chat *chat)
 {
 	if (chat == NULL || chat->closed)
 		return;
-	chat_enter(chat);
+	async_chat__enter(chat);
 	chat->closed = 1;
 	chat->connected = 0;
 	/* From here on libevent calls nothing of ours; the bufferevent and
 	 * its buffers stay alive until no frame of ours uses them. */
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
-	chat_tell_partner_eof(chat);
-	fifo_clear(chat, 0);
+	async_chat__tell_partner_eof(chat);
+	async_chat__output_clear(chat, 0);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
-	chat_leave(chat);
+	async_chat__leave(chat);
 }
 
 /* One end of a bufferevent pair has no socket to close or shut down: give
@@ -118,7 +118,7 @@ async_chat_close(struct async_chat *chat)
  * if the application frees the event_base before the loop runs again.
  * Returns 0, or -1 when bev is not a pair. */
 int
-chat_tell_partner_eof(struct async_chat *chat)
+async_chat__tell_partner_eof(struct async_chat *chat)
 {
 	struct bufferevent *partner = bufferevent_pair_get_partner(chat->bev);
 
@@ -130,7 +130,7 @@ chat_tell_partner_eof(struct async_chat *chat)
 
 /* An error that the application hears of through handle_error. */
 void
-chat_fail(struct async_chat *chat, int err)
+async_chat__fail(struct async_chat *chat, int err)
 {
 	if (chat->closed)
 		return;
@@ -266,9 +266,9 @@ read_stopped(struct async_chat *chat, enum framer_status st)
 	if (st == FRAMER_TOO_LONG) {
 		chat->too_long = 1;
 		bufferevent_disable(chat->bev, EV_READ);
-		chat_fail(chat, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+		async_chat__fail(chat, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
 	} else if (st == FRAMER_NOMEM) {
-		chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 	}
 }
 
@@ -287,9 +287,9 @@ frame_input(struct async_chat *chat, int at_end)
 	chat->reading = 1;
 	do {
 		if (at_end)
-			st = framer_finish(&chat->fr, in, sink, chat);
+			st = async_chat__framer_finish(&chat->fr, in, sink, chat);
 		else
-			st = framer_feed(&chat->fr, in, sink, chat);
+			st = async_chat__framer_feed(&chat->fr, in, sink, chat);
 		/* Stopped with the channel neither closed nor paused: a
 		 * callback discarded the input.  Frame what is there now
 		 * (usually nothing), so that a pending EOF is not lost. */
@@ -315,7 +315,7 @@ handle_eof(struct async_chat *chat)
 	else if (async_chat_close_when_done(chat) < 0)
 		/* The close marker could not be queued: without it the
 		 * channel would stay open for ever. */
-		chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 }
 
 static void
@@ -324,10 +324,10 @@ readcb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	chat_enter(chat);
+	async_chat__enter(chat);
 	if (frame_input(chat, 0))
 		handle_eof(chat);
-	chat_leave(chat);
+	async_chat__leave(chat);
 }
 
 static void
@@ -336,9 +336,9 @@ writecb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	chat_enter(chat);
-	fifo_refill(chat, 1);
-	chat_leave(chat);
+	async_chat__enter(chat);
+	async_chat__output_refill(chat, 1);
+	async_chat__leave(chat);
 }
 
 static void
@@ -347,21 +347,21 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 	struct async_chat *chat = ctx;
 	int err = EVUTIL_SOCKET_ERROR();
 
-	chat_enter(chat);
+	async_chat__enter(chat);
 	if (what & BEV_EVENT_CONNECTED) {
 		chat->connected = 1;
 		chat->connecting = 0;
 		if (chat->h->handle_connect != NULL)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
-		fifo_refill(chat, 1);
+		async_chat__output_refill(chat, 1);
 	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING) &&
 	    chat->files) {
 		/* A socket write that wrote nothing: a file pushed with
 		 * async_chat_push_file ended before its range did.  (A TLS
 		 * bufferevent reports the peer's close_notify met while
 		 * writing this way too; without files it is the peer's EOF.) */
-		chat_fail(chat, ASYNC_CHAT_ERR_PRODUCER);
+		async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 	} else if (what & BEV_EVENT_EOF) {
 		chat->eof = 1;
 		if (frame_input(chat, 0))
@@ -393,9 +393,9 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 		 * error, held-back bytes included, then report it. */
 		if ((what & BEV_EVENT_READING) && !(what & BEV_EVENT_TIMEOUT))
 			frame_input(chat, 1);
-		chat_fail(chat, err);
+		async_chat__fail(chat, err);
 	}
-	chat_leave(chat);
+	async_chat__leave(chat);
 }
 
 /*
@@ -420,7 +420,7 @@ chat_setup(struct bufferevent *bev, const struct async_chat_handlers *h,
 		errno = ENOMEM;
 		return NULL;
 	}
-	framer_init(&chat->fr);
+	async_chat__framer_init(&chat->fr);
 	chat->bev = bev;
 	chat->h = h;
 	chat->arg = arg;
@@ -534,7 +534,8 @@ async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
 }
 
 int
-async_chat_connect_hostname(struct async_chat *chat, void *dns_base,
+async_chat_connect_hostname(struct async_chat *chat,
+    struct evdns_base *dns_base,
     int family, const char *host, int port)
 {
 	CHECK(chat);
@@ -577,7 +578,7 @@ async_chat_set_terminator(struct async_chat *chat, const void *term,
     size_t len)
 {
 	CHECK(chat);
-	if (framer_set_string(&chat->fr, term, len) < 0)
+	if (async_chat__framer_set_string(&chat->fr, term, len) < 0)
 		return -1;
 	rescan_later(chat);
 	return 0;
@@ -587,7 +588,7 @@ int
 async_chat_set_terminator_count(struct async_chat *chat, uint64_t count)
 {
 	CHECK(chat);
-	framer_set_count(&chat->fr, count);
+	async_chat__framer_set_count(&chat->fr, count);
 	rescan_later(chat);
 	return 0;
 }
@@ -596,7 +597,7 @@ int
 async_chat_set_terminator_none(struct async_chat *chat)
 {
 	CHECK(chat);
-	framer_set_none(&chat->fr);
+	async_chat__framer_set_none(&chat->fr);
 	rescan_later(chat);
 	return 0;
 }
@@ -605,7 +606,7 @@ int
 async_chat_set_terminator_line(struct async_chat *chat)
 {
 	CHECK(chat);
-	framer_set_line(&chat->fr);
+	async_chat__framer_set_line(&chat->fr);
 	rescan_later(chat);
 	return 0;
 }
@@ -615,7 +616,7 @@ async_chat_set_terminators(struct async_chat *chat, const void *const *terms,
     const size_t *lens, size_t n)
 {
 	CHECK(chat);
-	if (framer_set_any(&chat->fr, terms, lens, n) < 0)
+	if (async_chat__framer_set_any(&chat->fr, terms, lens, n) < 0)
 		return -1;
 	rescan_later(chat);
 	return 0;
@@ -630,7 +631,7 @@ async_chat_get_terminator(const struct async_chat *chat,
 		errno = EINVAL;
 		return -1;
 	}
-	framer_get(&chat->fr, out);
+	async_chat__framer_get(&chat->fr, out);
 	return 0;
 }
 
@@ -670,8 +671,8 @@ async_chat_discard_buffers(struct async_chat *chat)
 	struct evbuffer *out;
 
 	CHECK(chat);
-	chat_enter(chat);
-	framer_discard(&chat->fr);
+	async_chat__enter(chat);
+	async_chat__framer_discard(&chat->fr);
 	evbuffer_drain(bufferevent_get_input(chat->bev),
 	    evbuffer_get_length(bufferevent_get_input(chat->bev)));
 	if (chat->incoming != NULL)
@@ -685,10 +686,10 @@ async_chat_discard_buffers(struct async_chat *chat)
 		evbuffer_drain(out, evbuffer_get_length(out));
 		evbuffer_freeze(out, 1);
 	}
-	fifo_clear(chat, 1);
+	async_chat__output_clear(chat, 1);
 	if (!chat->closed)
-		fifo_refill(chat, 0);
-	chat_leave(chat);
+		async_chat__output_refill(chat, 0);
+	async_chat__leave(chat);
 	return 0;
 }
 

@@ -31,14 +31,14 @@ reset_scan(struct framer *fr)
 }
 
 void
-framer_init(struct framer *fr)
+async_chat__framer_init(struct framer *fr)
 {
 	memset(fr, 0, sizeof(*fr));
 	fr->kind = ASYNC_CHAT_TERM_NONE;
 }
 
 void
-framer_clear(struct framer *fr)
+async_chat__framer_clear(struct framer *fr)
 {
 	size_t i;
 
@@ -46,7 +46,7 @@ framer_clear(struct framer *fr)
 	for (i = 0; i < fr->many_cap; i++)
 		free(fr->many[i].border);
 	free(fr->many);
-	framer_init(fr);
+	async_chat__framer_init(fr);
 }
 
 /* Copy term into p (reusing its memory when it fits) and build the border
@@ -71,7 +71,7 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 		p->bytes = (unsigned char *)(border + len + 1);
 		p->cap = (uint32_t)len;
 	}
-	/* term may be (part of) these very bytes, as framer_get() gave them */
+	/* term may be (part of) these very bytes, as async_chat__framer_get() gave them */
 	memmove(p->bytes, term, len);
 	term = p->bytes; /* the move may have overwritten the source */
 	p->len = (uint32_t)len;
@@ -123,10 +123,10 @@ changed(struct framer *fr, enum async_chat_terminator_kind kind, size_t npat)
 }
 
 int
-framer_set_string(struct framer *fr, const void *term, size_t len)
+async_chat__framer_set_string(struct framer *fr, const void *term, size_t len)
 {
 	if (len == 0) {
-		framer_set_none(fr);
+		async_chat__framer_set_none(fr);
 		return 0;
 	}
 	if (term == NULL || len > ASYNC_CHAT_TERMINATOR_MAX) {
@@ -134,7 +134,7 @@ framer_set_string(struct framer *fr, const void *term, size_t len)
 		return -1;
 	}
 	if (pattern_set(&fr->one, term, len) < 0) {
-		framer_set_none(fr);
+		async_chat__framer_set_none(fr);
 		return -1;
 	}
 	changed(fr, ASYNC_CHAT_TERM_STRING, 1);
@@ -142,10 +142,10 @@ framer_set_string(struct framer *fr, const void *term, size_t len)
 }
 
 int
-framer_set_count(struct framer *fr, uint64_t count)
+async_chat__framer_set_count(struct framer *fr, uint64_t count)
 {
 	if (count == 0) {
-		framer_set_none(fr);
+		async_chat__framer_set_none(fr);
 		return 0;
 	}
 	changed(fr, ASYNC_CHAT_TERM_COUNT, 0);
@@ -154,21 +154,21 @@ framer_set_count(struct framer *fr, uint64_t count)
 }
 
 void
-framer_set_none(struct framer *fr)
+async_chat__framer_set_none(struct framer *fr)
 {
 	changed(fr, ASYNC_CHAT_TERM_NONE, 0);
 	fr->count = 0;
 }
 
 void
-framer_set_line(struct framer *fr)
+async_chat__framer_set_line(struct framer *fr)
 {
 	changed(fr, ASYNC_CHAT_TERM_LINE, 0);
 	fr->count = 0;
 }
 
 int
-framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
+async_chat__framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
     size_t n)
 {
 	size_t i;
@@ -186,16 +186,16 @@ framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
 		}
 	}
 	/* Build into the slots; on failure leave the framer with no
-	 * terminator rather than half of a set.  (framer_get() hands out
+	 * terminator rather than half of a set.  (async_chat__framer_get() hands out
 	 * only a string's bytes, which live apart, so a caller passing them
 	 * back as an alternative reads memory this does not touch.) */
 	if (reserve_patterns(fr, n) < 0) {
-		framer_set_none(fr);
+		async_chat__framer_set_none(fr);
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
 		if (pattern_set(&fr->many[i], terms[i], lens[i]) < 0) {
-			framer_set_none(fr);
+			async_chat__framer_set_none(fr);
 			return -1;
 		}
 	}
@@ -210,7 +210,7 @@ framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
 }
 
 void
-framer_get(const struct framer *fr, struct async_chat_terminator *out)
+async_chat__framer_get(const struct framer *fr, struct async_chat_terminator *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->kind = fr->kind;
@@ -234,7 +234,7 @@ framer_get(const struct framer *fr, struct async_chat_terminator *out)
 }
 
 void
-framer_discard(struct framer *fr)
+async_chat__framer_discard(struct framer *fr)
 {
 	fr->input_gen++;
 	fr->frame_bytes = 0;
@@ -664,7 +664,7 @@ feed_extent(struct framer *fr, struct evbuffer *in,
 }
 
 enum framer_status
-framer_feed(struct framer *fr, struct evbuffer *in,
+async_chat__framer_feed(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx)
 {
 	if (fr->found_owed) {
@@ -734,10 +734,10 @@ framer_feed(struct framer *fr, struct evbuffer *in,
 }
 
 enum framer_status
-framer_finish(struct framer *fr, struct evbuffer *in,
+async_chat__framer_finish(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx)
 {
-	enum framer_status st = framer_feed(fr, in, sink, ctx);
+	enum framer_status st = async_chat__framer_feed(fr, in, sink, ctx);
 	size_t rest;
 
 	if (st != FRAMER_IDLE)

@@ -63,7 +63,7 @@ struct framer {
 	unsigned input_gen;
 };
 
-/* What framer_feed() and framer_finish() return. */
+/* What async_chat__framer_feed() and async_chat__framer_finish() return. */
 enum framer_status {
 	FRAMER_IDLE = 0,      /* the input holds only held-back bytes */
 	FRAMER_STOPPED = 1,   /* a sink callback asked to stop */
@@ -71,27 +71,27 @@ enum framer_status {
 	FRAMER_NOMEM = 3      /* the sink could not move the bytes */
 };
 
-void framer_init(struct framer *fr);
-void framer_clear(struct framer *fr);
+void async_chat__framer_init(struct framer *fr);
+void async_chat__framer_clear(struct framer *fr);
 
-int framer_set_string(struct framer *fr, const void *term, size_t len);
-int framer_set_count(struct framer *fr, uint64_t count);
-void framer_set_none(struct framer *fr);
-void framer_set_line(struct framer *fr);
-int framer_set_any(struct framer *fr, const void *const *terms,
+int async_chat__framer_set_string(struct framer *fr, const void *term, size_t len);
+int async_chat__framer_set_count(struct framer *fr, uint64_t count);
+void async_chat__framer_set_none(struct framer *fr);
+void async_chat__framer_set_line(struct framer *fr);
+int async_chat__framer_set_any(struct framer *fr, const void *const *terms,
     const size_t *lens, size_t n);
-void framer_get(const struct framer *fr, struct async_chat_terminator *out);
+void async_chat__framer_get(const struct framer *fr, struct async_chat_terminator *out);
 
 /* Forget the held-back bytes (the caller drains or rescans the input). */
-void framer_discard(struct framer *fr);
+void async_chat__framer_discard(struct framer *fr);
 
 /* Frame the bytes of in until only a possible terminator prefix is left. */
-enum framer_status framer_feed(struct framer *fr, struct evbuffer *in,
+enum framer_status async_chat__framer_feed(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx);
 
 /* End of input: frame what is left, then hand the held-back bytes to
  * data() as ordinary frame bytes. */
-enum framer_status framer_finish(struct framer *fr, struct evbuffer *in,
+enum framer_status async_chat__framer_finish(struct framer *fr, struct evbuffer *in,
     const struct framer_sink *sink, void *ctx);
 
 #endif /* ASYNCHAT_FRAMER_H_INCLUDED_ */

@@ -108,7 +108,7 @@ push_target(struct async_chat *chat, int *queued)
 	return e->u.buf;
 }
 
-/* Finish a push whose add (result rc) ran between chat_enter() and here:
+/* Finish a push whose add (result rc) ran between async_chat__enter() and here:
  * count len bytes (not measured on the target: a bufferevent pair may
  * already have handed them on) and let go of the channel, which the
  * pair's write callback, run inside the add, may have closed. */
@@ -117,7 +117,7 @@ push_done(struct async_chat *chat, int queued, size_t len, int rc)
 {
 	if (rc == 0 && queued)
 		chat->queued += len;
-	if (chat_leave(chat) == 0 && rc < 0) {
+	if (async_chat__leave(chat) == 0 && rc < 0) {
 		errno = ENOMEM;
 		return -1;
 	}
@@ -143,7 +143,7 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 		errno = ENOMEM;
 		return -1;
 	}
-	chat_enter(chat);
+	async_chat__enter(chat);
 	return push_done(chat, queued, len, evbuffer_add(target, data, len));
 }
 
@@ -189,7 +189,7 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 		errno = ENOMEM;
 		return -1;
 	}
-	chat_enter(chat);
+	async_chat__enter(chat);
 	return push_done(chat, queued, len, add_buffer(target, buf, len));
 }
 
@@ -217,7 +217,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		errno = ENOMEM;
 		return -1;
 	}
-	chat_enter(chat);
+	async_chat__enter(chat);
 	return push_done(chat, queued, len,
 	    evbuffer_add_reference(target, data, len, cleanup, cleanup_arg));
 }
@@ -241,7 +241,7 @@ queue_producer(struct async_chat *chat,
 	e->u.producer.ctx = ctx;
 	entry_append(chat, e);
 	chat->output_busy = 1;
-	fifo_refill(chat, 0); /* may release the channel: touch it no more */
+	async_chat__output_refill(chat, 0); /* may release the channel: touch it no more */
 	return 0;
 }
 
@@ -420,7 +420,7 @@ queue_marker(struct async_chat *chat, enum fifo_kind kind)
 	}
 	e->kind = kind;
 	entry_append(chat, e);
-	fifo_refill(chat, 0); /* may release the channel: touch it no more */
+	async_chat__output_refill(chat, 0); /* may release the channel: touch it no more */
 	return 0;
 }
 
@@ -438,7 +438,7 @@ async_chat_close_when_done(struct async_chat *chat)
 	if (chat->close_queued)
 		return 0;
 	/* Set before queueing: the channel must not be touched after the
-	 * refill (see fifo_refill()). */
+	 * refill (see async_chat__output_refill()). */
 	chat->close_queued = 1;
 	if (queue_marker(chat, FIFO_CLOSE) < 0) {
 		chat->close_queued = 0;
@@ -479,7 +479,7 @@ shut_down(struct async_chat *chat)
 
 	if (fd >= 0)
 		shutdown(fd, SHUT_WR);
-	else if (chat_tell_partner_eof(chat) < 0)
+	else if (async_chat__tell_partner_eof(chat) < 0)
 		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
 }
 
@@ -497,7 +497,7 @@ async_chat_output_pending(const struct async_chat *chat)
  */
 
 void
-fifo_clear(struct async_chat *chat, int keep_markers)
+async_chat__output_clear(struct async_chat *chat, int keep_markers)
 {
 	struct fifo_entry **link = &chat->head, *e;
 
@@ -542,7 +542,7 @@ pull_producer(struct async_chat *chat, struct fifo_entry *e,
 	 * so the output buffer can be as empty after a piece as before. */
 	counter = evbuffer_add_cb(out, count_added, &added);
 	if (counter == NULL) {
-		chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 		return 1;
 	}
 	e->busy = 1;
@@ -559,13 +559,13 @@ pull_producer(struct async_chat *chat, struct fifo_entry *e,
 		entry_pop(chat);
 		entry_free(chat, e);
 		if (rc < 0)
-			chat_fail(chat, ASYNC_CHAT_ERR_PRODUCER);
+			async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 	}
 	return 0;
 }
 
 void
-fifo_refill(struct async_chat *chat, int from_loop)
+async_chat__output_refill(struct async_chat *chat, int from_loop)
 {
 	struct evbuffer *out;
 	struct fifo_entry *e;
@@ -573,14 +573,14 @@ fifo_refill(struct async_chat *chat, int from_loop)
 	if (chat->refilling || chat->closed)
 		return;
 	chat->refilling = 1;
-	chat_enter(chat);
+	async_chat__enter(chat);
 	out = bufferevent_get_output(chat->bev);
 	while (!chat->closed && (e = chat->head) != NULL) {
 		if (e->kind == FIFO_DATA) {
 			size_t len = evbuffer_get_length(e->u.buf);
 
 			if (evbuffer_add_buffer(out, e->u.buf) < 0) {
-				chat_fail(chat, ASYNC_CHAT_ERR_NOMEM);
+				async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 				break;
 			}
 			chat->queued -= len;
@@ -630,5 +630,5 @@ fifo_refill(struct async_chat *chat, int from_loop)
 				BEV_TRIG_DEFER_CALLBACKS);
 		}
 	}
-	chat_leave(chat);
+	async_chat__leave(chat);
 }

@@ -61,19 +61,19 @@ apply_term(struct framer *fr, const struct fm_term *t)
 {
 	switch (t->kind) {
 	case ASYNC_CHAT_TERM_NONE:
-		framer_set_none(fr);
+		async_chat__framer_set_none(fr);
 		break;
 	case ASYNC_CHAT_TERM_COUNT:
-		FAST_ASSERT(framer_set_count(fr, t->count) == 0);
+		FAST_ASSERT(async_chat__framer_set_count(fr, t->count) == 0);
 		break;
 	case ASYNC_CHAT_TERM_STRING:
-		FAST_ASSERT(framer_set_string(fr, t->bytes[0], t->len[0]) == 0);
+		FAST_ASSERT(async_chat__framer_set_string(fr, t->bytes[0], t->len[0]) == 0);
 		break;
 	case ASYNC_CHAT_TERM_LINE:
-		framer_set_line(fr);
+		async_chat__framer_set_line(fr);
 		break;
 	case ASYNC_CHAT_TERM_ANY:
-		FAST_ASSERT(framer_set_any(fr, t->bytes, t->len, t->n) == 0);
+		FAST_ASSERT(async_chat__framer_set_any(fr, t->bytes, t->len, t->n) == 0);
 		break;
 	}
 }
@@ -204,7 +204,7 @@ rig_init(struct rig *r, const struct fm_step *steps, size_t nsteps)
 	const struct fm_step *step;
 
 	memset(r, 0, sizeof(*r));
-	framer_init(&r->fr);
+	async_chat__framer_init(&r->fr);
 	r->in = evbuffer_new();
 	FAST_ASSERT(r->in != NULL);
 	tu_frames_init(&r->rec);
@@ -219,7 +219,7 @@ rig_init(struct rig *r, const struct fm_step *steps, size_t nsteps)
 static void
 rig_free(struct rig *r)
 {
-	framer_clear(&r->fr);
+	async_chat__framer_clear(&r->fr);
 	evbuffer_free(r->in);
 	tu_frames_clear(&r->rec);
 	free(r->matched);
@@ -229,13 +229,13 @@ rig_free(struct rig *r)
 static enum framer_status
 rig_feed1(struct rig *r)
 {
-	return framer_feed(&r->fr, r->in, rig_sink_of(r), r);
+	return async_chat__framer_feed(&r->fr, r->in, rig_sink_of(r), r);
 }
 
 static enum framer_status
 rig_finish1(struct rig *r)
 {
-	return framer_finish(&r->fr, r->in, rig_sink_of(r), r);
+	return async_chat__framer_finish(&r->fr, r->in, rig_sink_of(r), r);
 }
 
 /* Feed (or finish) until the framer is idle, resuming after every stop
@@ -271,7 +271,7 @@ rig_add(struct rig *r, const void *p, size_t n, int by_reference)
 
 /* The frames ended so far must be the model's first ones; with all
  * frames ended, the bytes collected since must be the model's tail, or
- * (before framer_finish) a prefix of it. */
+ * (before async_chat__framer_finish) a prefix of it. */
 static void
 expect_model(const struct rig *r, const unsigned char *s,
     const struct fm_result *m, int finished, const char *what)
@@ -615,50 +615,50 @@ START_TEST(test_string_bad_args)
 	struct framer fr;
 	static char big[ASYNC_CHAT_TERMINATOR_MAX + 1];
 
-	framer_init(&fr);
-	framer_get(&fr, &t);
+	async_chat__framer_init(&fr);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
-	ck_assert_int_eq(framer_set_string(&fr, "\n", 1), 0);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, "\n", 1), 0);
 
 	errno = 0;
-	ck_assert_int_eq(framer_set_string(&fr, NULL, 1), -1);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, NULL, 1), -1);
 	ck_assert_int_eq(errno, EINVAL);
 	errno = 0;
-	ck_assert_int_eq(framer_set_string(&fr, big, sizeof(big)), -1);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, big, sizeof(big)), -1);
 	ck_assert_int_eq(errno, EINVAL);
 	/* A refused terminator leaves the one in force. */
-	framer_get(&fr, &t);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_STRING);
 	ck_assert_uint_eq(t.len, 1);
 	ck_assert_mem_eq(t.bytes, "\n", 1);
 
 	/* Length 0 is the none terminator, whatever the pointer. */
-	ck_assert_int_eq(framer_set_string(&fr, NULL, 0), 0);
-	framer_get(&fr, &t);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, NULL, 0), 0);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
-	ck_assert_int_eq(framer_set_string(&fr, "abc", 3), 0);
-	ck_assert_int_eq(framer_set_string(&fr, "abc", 0), 0);
-	framer_get(&fr, &t);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, "abc", 3), 0);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, "abc", 0), 0);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
 	ck_assert_ptr_null(t.bytes);
 	ck_assert_uint_eq(t.len, 0);
 
 	/* get reports a copy, not the caller's bytes. */
 	memcpy(big, "\0zz", 3);
-	ck_assert_int_eq(framer_set_string(&fr, big, 3), 0);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, big, 3), 0);
 	big[1] = 'q';
-	framer_get(&fr, &t);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_STRING);
 	ck_assert_uint_eq(t.len, 3);
 	ck_assert_mem_eq(t.bytes, "\0zz", 3);
 	ck_assert_ptr_ne(t.bytes, big);
 	big[1] = 0;
 	/* Setting the terminator from its own reported bytes is allowed. */
-	ck_assert_int_eq(framer_set_string(&fr, t.bytes, t.len), 0);
-	framer_get(&fr, &t);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, t.bytes, t.len), 0);
+	async_chat__framer_get(&fr, &t);
 	ck_assert_uint_eq(t.len, 3);
 	ck_assert_mem_eq(t.bytes, "\0zz", 3);
-	framer_clear(&fr);
+	async_chat__framer_clear(&fr);
 }
 END_TEST
 
@@ -897,7 +897,7 @@ START_TEST(test_count_known)
 	/* spent: "d" is collected at once, like none */
 	ck_assert(tu_cur_eq(&r.rec, "d", 1));
 	ck_assert_uint_eq(evbuffer_get_length(r.in), 0);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 	ck_assert_uint_eq(t.count, 0);
 	rig_add(&r, "efgh", 4, 0);
@@ -909,11 +909,11 @@ START_TEST(test_count_known)
 	rig_init(&r, &six, 1);
 	rig_add(&r, "abc", 3, 0);
 	rig_pump(&r, 0);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_uint_eq(t.count, 3);
 	rig_add(&r, "de", 2, 0);
 	rig_pump(&r, 0);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_uint_eq(t.count, 1);
 	ck_assert_uint_eq(r.rec.n, 0);
 	rig_add(&r, "fgh", 3, 0);
@@ -932,7 +932,7 @@ count_probe_data(struct rig *r, struct evbuffer *in, size_t len)
 {
 	struct async_chat_terminator t;
 
-	framer_get(&r->fr, &t);
+	async_chat__framer_get(&r->fr, &t);
 	FAST_ASSERT(t.kind == ASYNC_CHAT_TERM_COUNT);
 	FAST_ASSERT(t.count + evbuffer_get_length(r->rec.cur) + len == r->u0);
 	return rig_take(r, in, len);
@@ -943,11 +943,11 @@ count_probe_found(struct rig *r)
 {
 	struct async_chat_terminator t;
 
-	framer_get(&r->fr, &t);
+	async_chat__framer_get(&r->fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 	ck_assert_uint_eq(t.count, 0);
 	ck_assert_uint_eq(r->rec.len[r->rec.n - 1], r->u0);
-	ck_assert_int_eq(framer_set_count(&r->fr, r->u0), 0);
+	ck_assert_int_eq(async_chat__framer_set_count(&r->fr, r->u0), 0);
 	return 0;
 }
 
@@ -996,7 +996,7 @@ START_TEST(test_count_large)
 			rig_add(&r, buf, sizeof(buf), k & 1);
 			rig_pump(&r, 0);
 		}
-		framer_get(&r.fr, &t);
+		async_chat__framer_get(&r.fr, &t);
 		ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 		ck_assert_uint_eq(t.count, counts[i] - 5 * sizeof(buf));
 		ck_assert_uint_eq(r.rec.n, 0);
@@ -1013,9 +1013,9 @@ START_TEST(test_count_zero_is_none)
 	struct rig r;
 
 	rig_init(&r, NULL, 0);
-	ck_assert_int_eq(framer_set_count(&r.fr, 5), 0);
-	ck_assert_int_eq(framer_set_count(&r.fr, 0), 0);
-	framer_get(&r.fr, &t);
+	ck_assert_int_eq(async_chat__framer_set_count(&r.fr, 5), 0);
+	ck_assert_int_eq(async_chat__framer_set_count(&r.fr, 0), 0);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
 	ck_assert_uint_eq(t.count, 0);
 	rig_add(&r, "abcdefgh", 8, 0);
@@ -1046,7 +1046,7 @@ START_TEST(test_none)
 	int i;
 
 	rig_init(&r, NULL, 0);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
 	for (i = 0; i < 3; i++) {
 		rig_add(&r, s, sizeof(s) - 1, i & 1);
@@ -1077,7 +1077,7 @@ START_TEST(test_line_known)
 	struct rig r;
 
 	rig_init(&r, &step, 1);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_LINE);
 	ck_assert_uint_eq(t.alternatives, 2);
 	rig_add(&r, s, sizeof(s) - 1, 0);
@@ -1272,40 +1272,40 @@ START_TEST(test_any_limits)
 		lens[i] = 3;
 	}
 	rig_init(&r, NULL, 0);
-	ck_assert_int_eq(framer_set_string(&r.fr, "\n", 1), 0);
+	ck_assert_int_eq(async_chat__framer_set_string(&r.fr, "\n", 1), 0);
 
 #define REFUSED(call)                                                          \
 	do {                                                                   \
 		errno = 0;                                                     \
 		ck_assert_int_eq((call), -1);                                  \
 		ck_assert_int_eq(errno, EINVAL);                               \
-		framer_get(&r.fr, &t);                                         \
+		async_chat__framer_get(&r.fr, &t);                                         \
 		ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_STRING);              \
 	} while (0)
-	REFUSED(framer_set_any(&r.fr, terms, lens, 0));
-	REFUSED(framer_set_any(
+	REFUSED(async_chat__framer_set_any(&r.fr, terms, lens, 0));
+	REFUSED(async_chat__framer_set_any(
 	    &r.fr, terms, lens, ASYNC_CHAT_ALTERNATIVES_MAX + 1));
-	REFUSED(framer_set_any(&r.fr, NULL, lens, 2));
-	REFUSED(framer_set_any(&r.fr, terms, NULL, 2));
+	REFUSED(async_chat__framer_set_any(&r.fr, NULL, lens, 2));
+	REFUSED(async_chat__framer_set_any(&r.fr, terms, NULL, 2));
 	lens[3] = 0;
-	REFUSED(framer_set_any(&r.fr, terms, lens, 4));
+	REFUSED(async_chat__framer_set_any(&r.fr, terms, lens, 4));
 	lens[3] = 3;
 	terms[2] = NULL;
-	REFUSED(framer_set_any(&r.fr, terms, lens, 4));
+	REFUSED(async_chat__framer_set_any(&r.fr, terms, lens, 4));
 	terms[2] = alt[2];
 	terms[1] = big;
 	lens[1] = sizeof(big);
-	REFUSED(framer_set_any(&r.fr, terms, lens, 4));
+	REFUSED(async_chat__framer_set_any(&r.fr, terms, lens, 4));
 #undef REFUSED
 	lens[1] = sizeof(big) - 1;
-	ck_assert_int_eq(framer_set_any(&r.fr, terms, lens, 4), 0);
+	ck_assert_int_eq(async_chat__framer_set_any(&r.fr, terms, lens, 4), 0);
 	terms[1] = alt[1];
 	lens[1] = 3;
 
 	/* the most alternatives; each one's index is reported */
 	ck_assert_int_eq(
-	    framer_set_any(&r.fr, terms, lens, ASYNC_CHAT_ALTERNATIVES_MAX), 0);
-	framer_get(&r.fr, &t);
+	    async_chat__framer_set_any(&r.fr, terms, lens, ASYNC_CHAT_ALTERNATIVES_MAX), 0);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_ANY);
 	ck_assert_uint_eq(t.alternatives, ASYNC_CHAT_ALTERNATIVES_MAX);
 	for (i = ASYNC_CHAT_ALTERNATIVES_MAX; i-- > 0;) {
@@ -1332,7 +1332,7 @@ START_TEST(test_any_limits)
 }
 END_TEST
 
-/* The bytes framer_get() reports stay valid until the terminator is next
+/* The bytes async_chat__framer_get() reports stay valid until the terminator is next
  * set, so they may be passed back to the setters: a new terminator built
  * from (part of) the old one, or the old one as one of the alternatives,
  * listed after a longer one. */
@@ -1344,11 +1344,11 @@ START_TEST(test_set_from_own_bytes)
 	struct rig r;
 
 	rig_init(&r, NULL, 0);
-	ck_assert_int_eq(framer_set_string(&r.fr, "<abc>", 5), 0);
-	framer_get(&r.fr, &t);
+	ck_assert_int_eq(async_chat__framer_set_string(&r.fr, "<abc>", 5), 0);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(
-	    framer_set_string(&r.fr, (const char *)t.bytes + 1, 3), 0);
-	framer_get(&r.fr, &t);
+	    async_chat__framer_set_string(&r.fr, (const char *)t.bytes + 1, 3), 0);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_uint_eq(t.len, 3);
 	ck_assert_mem_eq(t.bytes, "abc", 3);
 
@@ -1356,7 +1356,7 @@ START_TEST(test_set_from_own_bytes)
 	lens[0] = 10;
 	alts[1] = t.bytes;
 	lens[1] = t.len;
-	ck_assert_int_eq(framer_set_any(&r.fr, alts, lens, 2), 0);
+	ck_assert_int_eq(async_chat__framer_set_any(&r.fr, alts, lens, 2), 0);
 	rig_add(&r, "xxabcyy0123456789zz", 19, 0);
 	rig_pump(&r, 1);
 	ck_assert_uint_eq(r.rec.n, 2);
@@ -1434,11 +1434,11 @@ resp_found(struct rig *r)
 		ck_assert_uint_ge(len, 2);
 		ck_assert_mem_eq(f + len - 2, "\r\n", 2);
 		r->i0 = 0;
-		ck_assert_int_eq(framer_set_string(&r->fr, "\r\n", 2), 0);
+		ck_assert_int_eq(async_chat__framer_set_string(&r->fr, "\r\n", 2), 0);
 	} else if (len > 1 && f[0] == '$') {
 		r->i0 = 1;
 		ck_assert_int_eq(
-		    framer_set_count(&r->fr, strtoull(f + 1, NULL, 10) + 2), 0);
+		    async_chat__framer_set_count(&r->fr, strtoull(f + 1, NULL, 10) + 2), 0);
 	}
 	return 0;
 }
@@ -1487,7 +1487,7 @@ set_count_once_data(struct rig *r, struct evbuffer *in, size_t len)
 {
 	rig_take(r, in, len);
 	if (r->i0++ == 0)
-		ck_assert_int_eq(framer_set_count(&r->fr, r->u0), 0);
+		ck_assert_int_eq(async_chat__framer_set_count(&r->fr, r->u0), 0);
 	return 0;
 }
 
@@ -1502,7 +1502,7 @@ START_TEST(test_switch_in_data_count_kept)
 	r.u0 = 3;
 	rig_add(&r, "0123", 4, 0);
 	rig_pump(&r, 0);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 	ck_assert_uint_eq(t.count, 3);
 	rig_add(&r, "456789", 6, 0);
@@ -1539,11 +1539,11 @@ switch_on_last_data(struct rig *r, struct evbuffer *in, size_t len)
 {
 	struct async_chat_terminator t;
 
-	framer_get(&r->fr, &t);
+	async_chat__framer_get(&r->fr, &t);
 	rig_take(r, in, len);
 	if (r->i0 == 0 && (t.kind != ASYNC_CHAT_TERM_COUNT || t.count == 0)) {
 		r->i0 = 1;
-		ck_assert_int_eq(framer_set_string(&r->fr, "\n", 1), 0);
+		ck_assert_int_eq(async_chat__framer_set_string(&r->fr, "\n", 1), 0);
 	}
 	return 0;
 }
@@ -1609,11 +1609,11 @@ START_TEST(test_switch_while_stopped)
 		rig_init(&r, steps[i], 1);
 		r.on_data = take_and_stop_once;
 		rig_add(&r, inputs[i], strlen(inputs[i]), 0);
-		ck_assert_int_eq(framer_feed(&r.fr, r.in, &rig_sink, &r),
+		ck_assert_int_eq(async_chat__framer_feed(&r.fr, r.in, &rig_sink, &r),
 		    FRAMER_STOPPED);
 		ck_assert_uint_eq(r.rec.n, 0);
-		ck_assert_int_eq(framer_set_string(&r.fr, "\n", 1), 0);
-		ck_assert_int_eq(framer_feed(&r.fr, r.in, &rig_sink, &r),
+		ck_assert_int_eq(async_chat__framer_set_string(&r.fr, "\n", 1), 0);
+		ck_assert_int_eq(async_chat__framer_feed(&r.fr, r.in, &rig_sink, &r),
 		    FRAMER_IDLE);
 		ck_assert_uint_eq(r.rec.n, 2);
 		ck_assert(tu_frame_is(&r.rec, 0, "abcd"));
@@ -1630,7 +1630,7 @@ discard_once(struct rig *r, struct evbuffer *in, size_t len)
 {
 	rig_take(r, in, len);
 	if (r->i0++ == 0) {
-		framer_discard(&r->fr);
+		async_chat__framer_discard(&r->fr);
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return 1;
 	}
@@ -1648,13 +1648,13 @@ START_TEST(test_discard_in_count)
 	rig_init(&r, &count, 1);
 	r.on_data = discard_once;
 	rig_add(&r, "abc", 3, 0);
-	ck_assert_int_eq(framer_feed(&r.fr, r.in, &rig_sink, &r),
+	ck_assert_int_eq(async_chat__framer_feed(&r.fr, r.in, &rig_sink, &r),
 	    FRAMER_STOPPED);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 	ck_assert_uint_eq(t.count, 3);
 	rig_add(&r, "def!", 4, 0);
-	ck_assert_int_eq(framer_feed(&r.fr, r.in, &rig_sink, &r),
+	ck_assert_int_eq(async_chat__framer_feed(&r.fr, r.in, &rig_sink, &r),
 	    FRAMER_IDLE);
 	ck_assert_uint_eq(r.rec.n, 1);
 	ck_assert(tu_frame_is(&r.rec, 0, "abcdef"));
@@ -1664,7 +1664,7 @@ START_TEST(test_discard_in_count)
 END_TEST
 
 /*
- * framer_finish
+ * async_chat__framer_finish
  */
 
 START_TEST(test_finish)
@@ -1774,11 +1774,11 @@ START_TEST(test_bound_count_and_none)
 	ck_assert_int_eq(rig_feed1(&r), FRAMER_TOO_LONG);
 	ck_assert(tu_cur_eq(&r.rec, "0123", 4));
 	ck_assert_uint_eq(evbuffer_get_length(r.in), 8);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_uint_eq(t.count, 6);
 	r.fr.max_frame = 9;
 	ck_assert_int_eq(rig_feed1(&r), FRAMER_TOO_LONG);
-	framer_get(&r.fr, &t);
+	async_chat__framer_get(&r.fr, &t);
 	ck_assert_uint_eq(t.count, 1);
 	r.fr.max_frame = 10;
 	ck_assert_int_eq(rig_feed1(&r), FRAMER_IDLE);
@@ -1994,7 +1994,7 @@ discard_data(struct rig *r, struct evbuffer *in, size_t len)
 		return rig_take(r, in, len);
 	if (r->u0 > 0)
 		rig_take(r, in, r->u0 < len ? r->u0 : len);
-	framer_discard(&r->fr);
+	async_chat__framer_discard(&r->fr);
 	ck_assert_int_eq(evbuffer_drain(in, evbuffer_get_length(in)), 0);
 	ck_assert_int_eq(
 	    evbuffer_drain(r->rec.cur, evbuffer_get_length(r->rec.cur)), 0);
@@ -2142,11 +2142,11 @@ lin_run(const void *term, size_t tlen, const char *pat, uint64_t size)
 	uint64_t i;
 
 	ck_assert_ptr_nonnull(in);
-	framer_init(&fr);
-	ck_assert_int_eq(framer_set_string(&fr, term, tlen), 0);
+	async_chat__framer_init(&fr);
+	ck_assert_int_eq(async_chat__framer_set_string(&fr, term, tlen), 0);
 	for (i = 0; i < size; i++) {
 		evbuffer_add(in, &l.pat[i % l.plen], 1);
-		if (framer_feed(&fr, in, &sink, &l) != FRAMER_IDLE)
+		if (async_chat__framer_feed(&fr, in, &sink, &l) != FRAMER_IDLE)
 			ck_abort_msg("feed %llu", (unsigned long long)i);
 		if (evbuffer_get_length(in) >= tlen)
 			ck_abort_msg(
@@ -2154,13 +2154,13 @@ lin_run(const void *term, size_t tlen, const char *pat, uint64_t size)
 	}
 	ck_assert_int_eq(l.founds, 0);
 	ck_assert_int_eq(evbuffer_add(in, term, tlen), 0);
-	ck_assert_int_eq(framer_feed(&fr, in, &sink, &l), FRAMER_IDLE);
+	ck_assert_int_eq(async_chat__framer_feed(&fr, in, &sink, &l), FRAMER_IDLE);
 	ck_assert_int_eq(l.founds, 1);
 	/* every byte once, in order */
 	ck_assert_uint_eq(l.taken, size);
 	ck_assert_uint_eq(l.bad, 0);
 	ck_assert_uint_eq(evbuffer_get_length(in), 0);
-	framer_clear(&fr);
+	async_chat__framer_clear(&fr);
 	evbuffer_free(in);
 }
 
