@@ -76,6 +76,24 @@
  * Nothing in libasynchat is global and it starts no threads.  A channel
  * and its event_base must be used from one thread at a time.
  *
+ * ABI: HOW THE PUBLIC STRUCTS GROW
+ *
+ * The soname changes only with an incompatible change, and NEWS says so.
+ * Within one soname a program built against an older header keeps working:
+ *
+ *   - struct async_chat_handlers, struct async_chat_producer_ops and
+ *     struct async_chat_terminator keep their 0.1.0 layout: the library
+ *     never reads or writes past it.  Callbacks added later are set with
+ *     functions of their own, per channel.
+ *   - Structs added since 0.2 end in reserved members.  Zero them (a
+ *     designated initializer or memset() does); a later version may give
+ *     them a meaning in which zero keeps today's behaviour.  This version
+ *     rejects a non-zero reserved member with EINVAL, so a program that
+ *     needs the newer meaning fails instead of running wrong.
+ *   - Enums and the ASYNC_CHAT_ERR_* codes may gain values: treat a value
+ *     you do not know as "something else" (an unknown error is an error).
+ *   - Functions are added, never removed or changed.
+ *
  * DIFFERENCES FROM PYTHON'S ASYNCHAT
  *
  *   - At EOF the bytes held back as a possible terminator prefix are given
