@@ -176,6 +176,11 @@ extern "C" {
  * cannot go on.  (libevent reports its own failure to grow a buffer as the
  * errno value ENOMEM.) */
 #define ASYNC_CHAT_ERR_NOMEM (-5)
+/** A length-field header is invalid (see struct async_chat_length_field).
+ * Reading has been suspended; the header stays unread, so setting another
+ * terminator frames it again, and nothing after it has been taken.  Since
+ * 0.2. */
+#define ASYNC_CHAT_ERR_LENGTH (-6)
 /**@}*/
 
 /** An opaque channel: one bufferevent, its framer and its output queue. */
@@ -243,17 +248,65 @@ enum async_chat_terminator_kind {
 	ASYNC_CHAT_TERM_STRING,   /**< a byte string */
 	ASYNC_CHAT_TERM_COUNT,    /**< a byte count */
 	ASYNC_CHAT_TERM_LINE,     /**< LF with an optional CR before it */
-	ASYNC_CHAT_TERM_ANY       /**< a set of alternative byte strings */
+	ASYNC_CHAT_TERM_ANY,      /**< a set of alternative byte strings */
+	ASYNC_CHAT_TERM_LENGTH    /**< a length-field header (since 0.2) */
+};
+
+/**
+ * A length-field frame format (since 0.2), as Netty's
+ * LengthFieldBasedFrameDecoder and tokio-util's LengthDelimitedCodec
+ * define it.  A frame is a header, then a body:
+ *
+ *     | offset bytes | length field | body: value + adjust bytes |
+ *     '--------- header ----------'
+ *
+ * The header is offset bytes, then the field: width bytes (1, 2, 3, 4 or
+ * 8) in big-endian (network) order or little-endian order, or, with width
+ * 0, an unsigned LEB128 varint of 1 to 10 bytes (protobuf's framing).  The
+ * body is value + adjust bytes: adjust says what the value counts (0: the
+ * body alone; -(offset + width): the whole frame, header included).  The
+ * first strip bytes of the frame are dropped and the rest is delivered as
+ * the frame's bytes; strip = offset + width delivers the body alone.
+ *
+ * These are errors (ASYNC_CHAT_ERR_LENGTH on a channel,
+ * ASYNC_CHAT_FRAMER_LENGTH_ERROR from a framer), found as soon as the
+ * header is complete, before any byte after it is taken: value + adjust
+ * below 0 or above UINT64_MAX - header length, strip beyond the end of the
+ * frame, a varint longer than 10 bytes or above UINT64_MAX.
+ *
+ * Zero the whole struct before filling it (see "ABI" above): a
+ * designated initializer does.  { .width = 4, .strip = 4 } is a 4-byte
+ * big-endian body length, delivered without the header.
+ */
+struct async_chat_length_field {
+	/** Bytes of the header before the field, 0 to
+	 * ASYNC_CHAT_TERMINATOR_MAX. */
+	size_t offset;
+	/** 1, 2, 3, 4 or 8: the field's size; 0: an LEB128 varint. */
+	unsigned width;
+	/** Non-zero: the field is little-endian.  Must be 0 for a varint. */
+	unsigned little_endian;
+	/** Added to the field's value to give the body's length. */
+	int64_t adjust;
+	/** Bytes dropped from the front of each frame before delivery, 0 to
+	 * the frame's length. */
+	uint64_t strip;
+	/** Must be zero. */
+	uint64_t reserved[4];
 };
 
 /** A description of the current terminator. */
 struct async_chat_terminator {
 	enum async_chat_terminator_kind kind;
 	/** TERM_STRING: the bytes (owned by the channel, valid until the
-	 * terminator is next set) and their length.  NULL and 0 otherwise. */
+	 * terminator is next set) and their length.  TERM_LENGTH: a const
+	 * struct async_chat_length_field * (likewise owned) and its size.
+	 * NULL and 0 otherwise. */
 	const void *bytes;
 	size_t len;
-	/** TERM_COUNT: the bytes still missing.  0 otherwise. */
+	/** TERM_COUNT: the bytes still missing.  TERM_LENGTH: the body bytes
+	 * still missing once the header is complete, 0 before.  0
+	 * otherwise. */
 	uint64_t count;
 	/** TERM_ANY: the number of alternatives; TERM_LINE: 2. 0 otherwise. */
 	size_t alternatives;
@@ -424,11 +477,23 @@ int async_chat_set_terminators(struct async_chat *chat,
     const void *const *terms, const size_t *lens, size_t n);
 
 /**
+ * Frame by a length-field header (since 0.2): each frame is the header and
+ * the body it announces, delivered less its first spec->strip bytes, and
+ * found_terminator runs at its end.  spec is copied.  The bound (see
+ * async_chat_set_max_frame()) is checked on the delivered length as soon
+ * as the header is complete; an invalid header reaches handle_error as
+ * ASYNC_CHAT_ERR_LENGTH.
+ * @return 0, or -1 with errno EINVAL (NULL argument, width not 0, 1, 2, 3,
+ *   4 or 8, a little-endian varint, offset above ASYNC_CHAT_TERMINATOR_MAX,
+ *   a non-zero reserved member; the terminator is unchanged) or ENOTCONN.
+ */
+int async_chat_set_terminator_length(struct async_chat *chat,
+    const struct async_chat_length_field *spec);
+
+/**
  * Describe the current terminator.  For a count, the bytes still missing:
- * inside collect_incoming_data this already excludes the bytes being
- * handed over (a run that spans several of libevent's chains comes in
- * several collect calls, and all of them see the count after the whole
- * run), and after the last of them it is 0.
+ * inside collect_incoming_data this already excludes the bytes handed over
+ * in that call, and after the last of them it is 0.
  * @return 0, or -1 with errno EINVAL (NULL argument) or ENOTCONN.
  */
 int async_chat_get_terminator(const struct async_chat *chat,
@@ -444,16 +509,51 @@ int async_chat_get_terminator(const struct async_chat *chat,
 int async_chat_matched_terminator(const struct async_chat *chat);
 
 /**
- * Bound the length of a frame: the bytes collected (or kept in message
- * mode) since the last found_terminator.  When the next byte would pass
- * the bound, reading is paused, the rest stays unread, and handle_error
- * runs with ASYNC_CHAT_ERR_FRAME_TOO_LONG; the application can answer and
- * close, or raise the bound and resume.  0 (the default) means no bound.
- * A count larger than the bound fails at the bound.  The bound counts
- * bytes under every terminator, none included.
+ * Bound the length of a frame.  What it counts: the bytes of the current
+ * frame handed to collect_incoming_data (or appended to the message-mode
+ * buffer) since the frame began, that is since the last found_terminator
+ * or discard (setting a terminator does not end a frame); taking bytes out
+ * of async_chat_incoming() does not change it.  Terminator bytes are not
+ * counted.  Under the none terminator, and a spent count, the "frame" is
+ * everything since the last of those events.  A length-field
+ * frame is checked whole as soon as its header is complete, before any of
+ * its bytes is delivered.
+ *
+ * When the next byte would pass the bound, handle_error runs with
+ * ASYNC_CHAT_ERR_FRAME_TOO_LONG and the frame policy says what follows
+ * (async_chat_set_frame_policy(); by default reading is suspended and the
+ * rest stays unread).  0 (the default) means no bound.  The new bound
+ * applies at once, inside callbacks too.
  * @return 0, or -1 with errno EINVAL or ENOTCONN.
  */
 int async_chat_set_max_frame(struct async_chat *chat, uint64_t max);
+
+/** What a channel does with a frame that passes its bound (since 0.2). */
+enum async_chat_frame_policy {
+	/** Suspend reading and report; the application answers and closes,
+	 * or raises the bound (or discards, or sets another terminator) and
+	 * resumes.  The default, and 0.1's behaviour. */
+	ASYNC_CHAT_FRAME_PAUSE = 0,
+	/** Report, then drop the rest of the frame through its terminator
+	 * and go on with the next frame (an SMTP server answering 552, or
+	 * Netty's discard mode).  found_terminator does not run for the
+	 * dropped frame; in message mode the frame's bytes already kept are
+	 * dropped from async_chat_incoming() before handle_error runs.  A
+	 * length-field error cannot be skipped and suspends reading. */
+	ASYNC_CHAT_FRAME_SKIP = 1,
+	/** Report, stop reading for good and close once queued output is
+	 * flushed (as async_chat_close_when_done()), so a reply pushed by
+	 * handle_error still leaves.  Length-field errors do the same. */
+	ASYNC_CHAT_FRAME_CLOSE = 2
+};
+
+/**
+ * Choose what a frame past the bound does (since 0.2).  A frame already
+ * reported keeps the policy it was reported under.
+ * @return 0, or -1 with errno EINVAL (NULL, unknown policy) or ENOTCONN.
+ */
+int async_chat_set_frame_policy(struct async_chat *chat,
+    enum async_chat_frame_policy policy);
 
 /**
  * Message mode (no collect_incoming_data handler): the evbuffer holding the
@@ -515,6 +615,34 @@ int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
     ev_off_t length);
 
 /**
+ * Write the header that frames a payload of payload_len bytes under spec
+ * (since 0.2): the length field, preceded by spec->offset zero bytes.  The
+ * field holds payload_len - spec->adjust, so that a decoder with the same
+ * spec (and strip = offset + width) delivers the payload.  As Netty's
+ * LengthFieldPrepender.  spec->strip is ignored.
+ * @param out where the header goes
+ * @param size the room at out (offset + 10 bytes always suffice)
+ * @return the header's length, or -1 with errno EINVAL (NULL argument, bad
+ *   spec as for async_chat_set_terminator_length()), ERANGE (the value is
+ *   negative or does not fit in the field) or ENOBUFS (size too small).
+ */
+ev_ssize_t async_chat_length_field_encode(
+    const struct async_chat_length_field *spec, uint64_t payload_len,
+    void *out, size_t size);
+
+/**
+ * Queue a copy of data preceded by its length-field header, in one call
+ * (since 0.2): see async_chat_length_field_encode().  spec NULL uses the
+ * channel's own terminator, which must then be a length field.
+ * @return 0, or -1 with errno as async_chat_push() and
+ *   async_chat_length_field_encode(), or EINVAL (spec NULL and the
+ *   terminator is not a length field); nothing is queued on failure.
+ */
+int async_chat_push_length_prefixed(struct async_chat *chat,
+    const struct async_chat_length_field *spec, const void *data,
+    size_t len);
+
+/**
  * Queue a producer.  Its more() is called when it reaches the head of the
  * queue and the output buffer holds fewer than out_buffer_size bytes, with
  * size_hint set to out_buffer_size.  ops is kept, not copied: it must stay
@@ -553,9 +681,14 @@ int async_chat_pause_reading(struct async_chat *chat);
 
 /** Resume reading; bytes already received are framed on the next turn of
  * the event loop, without waiting for new data (inside collect or found of
- * this channel, the running scan simply goes on).
- * @return 0, or -1 with errno EINVAL, ENOTCONN or EPIPE (the peer's EOF has
- *   already been handled). */
+ * this channel, the running scan simply goes on).  Resuming clears every
+ * suspension the application can clear: its own pause, a frame bound, a
+ * length-field error and a read timeout set on the bufferevent.
+ * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (the peer's EOF has
+ *   already been handled), EMSGSIZE (the frame reported as too long is
+ *   still past the bound: raise it, discard, or set another terminator
+ *   first) or EPROTO (the length-field header reported as invalid is still
+ *   the next input: set another terminator or discard first). */
 int async_chat_resume_reading(struct async_chat *chat);
 
 /** 1 if reading is paused (by the application or a frame bound), 0 if
@@ -658,6 +791,171 @@ int async_chat_listener_get_address(const struct async_chat_listener *listener,
 /** Close the listening socket and free the listener; channels it made are
  * not affected.  Safe inside handle_accept.  NULL is ignored. */
 void async_chat_listener_free(struct async_chat_listener *listener);
+
+/*
+ * The framer: the channel's framing rules with no I/O (since 0.2)
+ *
+ * A framer splits a byte stream by a terminator exactly as a channel does
+ * (every terminator kind, the frame bound, frames identical under every
+ * chunking), for applications with other I/O: blocking sockets, another
+ * event loop, a file, a test.  It is pull-style, like hiredis' reader:
+ * hand it the unconsumed bytes and ask for the next event; it never calls
+ * back, so a terminator set, a bound changed, a skip or a reset between
+ * two calls applies from the next call on.
+ *
+ *     struct async_chat_framer *fr = async_chat_framer_new();
+ *     struct async_chat_framer_event ev;
+ *
+ *     async_chat_framer_set_terminator_line(fr);
+ *     while ((n = read(fd, buf + have, sizeof(buf) - have)) > 0) {
+ *             size_t off = 0;
+ *             have += n;
+ *             for (;;) {
+ *                     async_chat_framer_next(fr, buf + off, have - off, &ev);
+ *                     off += ev.consumed;
+ *                     if (ev.kind == ASYNC_CHAT_FRAMER_DATA)
+ *                             line_append(ev.data, ev.len);
+ *                     else if (ev.kind == ASYNC_CHAT_FRAMER_END)
+ *                             line_done();
+ *                     else
+ *                             break;      // NEED_MORE, or an error
+ *             }
+ *             memmove(buf, buf + off, have - off);
+ *             have -= off;                // 0 after NEED_MORE
+ *     }
+ *
+ * The rule for the caller: each call is given the bytes not yet consumed,
+ * from the first one on (more may follow them), so bytes that an event did
+ * not consume are passed again, unchanged, at the front of the next span.
+ * A NEED_MORE event consumes the whole span: the framer keeps the few bytes
+ * it holds back (a possible terminator prefix, a partial length header) in
+ * its own memory, and hands them out later as DATA.
+ */
+
+/** An opaque framer. */
+struct async_chat_framer;
+
+/** The events async_chat_framer_next() returns. */
+enum async_chat_framer_event_kind {
+	/** Every byte of the span is consumed; call again with more. */
+	ASYNC_CHAT_FRAMER_NEED_MORE = 0,
+	/** len frame bytes at data: in the span (consumed == len) or, for
+	 * held-back bytes handed out later, in the framer's own memory
+	 * (consumed == 0), valid until the next call on the framer. */
+	ASYNC_CHAT_FRAMER_DATA = 1,
+	/** The frame ended; its terminator (len bytes, 0 for counts and
+	 * length fields) is consumed.  matched says which alternative: as
+	 * async_chat_matched_terminator(). */
+	ASYNC_CHAT_FRAMER_END = 2,
+	/** A frame dropped by async_chat_framer_skip() ended; its bytes and
+	 * terminator are consumed. */
+	ASYNC_CHAT_FRAMER_SKIPPED = 3,
+	/** The next byte would pass the bound: nothing is consumed.  len is
+	 * the least bound under which the frame can go on.  The same event
+	 * comes again until the bound is raised, or the frame is skipped or
+	 * reset, or another terminator is set. */
+	ASYNC_CHAT_FRAMER_TOO_LONG = 4,
+	/** A length-field header is invalid: nothing past it is consumed,
+	 * and the same event comes again until another terminator is set or
+	 * the framer is reset.  The header's bytes are held by the framer as
+	 * unconsumed input, framed again under the next terminator. */
+	ASYNC_CHAT_FRAMER_LENGTH_ERROR = 5
+};
+
+/** One event: what async_chat_framer_next() fills in. */
+struct async_chat_framer_event {
+	enum async_chat_framer_event_kind kind;
+	/** Bytes of the span taken by this event: drop them before the next
+	 * call. */
+	size_t consumed;
+	/** DATA: the frame bytes; NULL otherwise. */
+	const char *data;
+	/** DATA: their number; END, SKIPPED: the terminator's length;
+	 * TOO_LONG: the bound needed to go on; 0 otherwise. */
+	uint64_t len;
+	/** END: the alternative that matched; 0 otherwise. */
+	int matched;
+	/** DATA: 1 when data is in the framer's own memory (bytes held
+	 * back and handed out later; consumed is then 0), 0 when it is the
+	 * last len bytes consumed from the span. */
+	int held;
+	/** Reserved; zeroed by the framer. */
+	uint64_t reserved[3];
+};
+
+/** A new framer, with the none terminator and no bound.
+ * @return the framer, or NULL with errno ENOMEM. */
+struct async_chat_framer *async_chat_framer_new(void);
+
+/** Free a framer.  NULL is ignored. */
+void async_chat_framer_free(struct async_chat_framer *fr);
+
+/** Forget the bytes held back, the frame in progress (no END comes for
+ * it) and any sticky event, as when the caller drops its unconsumed
+ * input.  The terminator, what a count still misses and the bound stay.
+ * NULL is ignored. */
+void async_chat_framer_reset(struct async_chat_framer *fr);
+
+/**
+ * The terminator setters, with the rules and errors of the channel's
+ * functions of the same names (async_chat_set_terminator() and so on).
+ * Bytes held back are framed again under the new terminator; a frame whose
+ * last byte was already handed out still ends (END) first.
+ * @return 0, or -1 with errno EINVAL (NULL framer, or as the channel's)
+ *   or ENOMEM (the framer is left with the none terminator).
+ */
+int async_chat_framer_set_terminator(struct async_chat_framer *fr,
+    const void *term, size_t len);
+int async_chat_framer_set_terminator_count(struct async_chat_framer *fr,
+    uint64_t count);
+int async_chat_framer_set_terminator_none(struct async_chat_framer *fr);
+int async_chat_framer_set_terminator_line(struct async_chat_framer *fr);
+int async_chat_framer_set_terminators(struct async_chat_framer *fr,
+    const void *const *terms, const size_t *lens, size_t n);
+int async_chat_framer_set_terminator_length(struct async_chat_framer *fr,
+    const struct async_chat_length_field *spec);
+
+/** Describe the terminator, as async_chat_get_terminator() does.
+ * @return 0, or -1 with errno EINVAL (NULL argument). */
+int async_chat_framer_get_terminator(const struct async_chat_framer *fr,
+    struct async_chat_terminator *out);
+
+/** Bound the delivered length of a frame (0: no bound), counted as
+ * async_chat_set_max_frame() says.  @return 0, or -1 with errno EINVAL. */
+int async_chat_framer_set_max_frame(struct async_chat_framer *fr,
+    uint64_t max);
+
+/** Bytes of the current frame delivered so far, as the bound counts them
+ * (0 for NULL). */
+uint64_t async_chat_framer_frame_length(const struct async_chat_framer *fr);
+
+/**
+ * Drop the rest of the current frame: its remaining bytes are consumed
+ * without DATA events, and its end comes as SKIPPED instead of END.  Used
+ * after TOO_LONG to go on with the next frame.
+ * @return 0, or -1 with errno EINVAL (NULL) or EPROTO (a length-field
+ *   header is invalid: the frame's end is unknown).
+ */
+int async_chat_framer_skip(struct async_chat_framer *fr);
+
+/**
+ * The next event for the span data[0..len): see the event kinds.  data may
+ * be NULL when len is 0.
+ * @return the event's kind (also in ev->kind), or -1 with errno EINVAL
+ *   (NULL fr or ev, NULL data with len > 0).
+ */
+int async_chat_framer_next(struct async_chat_framer *fr, const void *data,
+    size_t len, struct async_chat_framer_event *ev);
+
+/**
+ * End of input: hand out the bytes held back as frame bytes (DATA events
+ * from the framer's memory, under the bound), then NEED_MORE once none is
+ * left.  The framer can go on afterwards as if the held bytes had been
+ * frame bytes.
+ * @return the event's kind, or -1 with errno EINVAL.
+ */
+int async_chat_framer_finish(struct async_chat_framer *fr,
+    struct async_chat_framer_event *ev);
 
 #ifdef __cplusplus
 }

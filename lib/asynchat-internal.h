@@ -29,12 +29,45 @@ struct fifo_entry {
 	} u;
 };
 
+/* Why reading is suspended: each cause sets and clears its own bit, and
+ * the read side runs only when none is set. */
+enum {
+	SUSPEND_APP = 1,     /* async_chat_pause_reading() */
+	SUSPEND_BOUND = 2,   /* a frame past the bound, under FRAME_PAUSE */
+	SUSPEND_LENGTH = 4,  /* an invalid length-field header */
+	SUSPEND_TIMEOUT = 8, /* a read timeout set on the bufferevent */
+	SUSPEND_CLOSING = 16 /* FRAME_CLOSE: for good */
+};
+
+/* The read side. */
+enum read_state {
+	READ_OPEN = 0,   /* the peer may still send */
+	READ_EOF,        /* its EOF has been seen */
+	READ_DONE        /* and handle_close has run */
+};
+
+/* The connection. */
+enum conn_state {
+	CONN_NONE = 0,   /* no socket yet (fd -1) */
+	CONN_PENDING,    /* a connect is under way */
+	CONN_UP,
+	CONN_DOWN        /* a socket error ended it */
+};
+
+/* Work for the deferred callback, which runs on the next loop turn. */
+enum {
+	DEFER_READ = 1,  /* frame what is buffered (and a pending EOF) */
+	DEFER_WRITE = 2, /* refill the output from the loop */
+	DEFER_ERROR = 4  /* report pending_error */
+};
+
 struct async_chat {
 	struct bufferevent *bev;
 	const struct async_chat_handlers *h;
 	void *arg;
-	struct framer fr;
+	struct async_chat_framer fr;
 	struct evbuffer *incoming; /* message mode frame bytes */
+	struct event *deferred;    /* made on first use */
 
 	struct fifo_entry *head, *tail;
 	size_t queued;             /* bytes in FIFO_DATA entries */
@@ -45,20 +78,22 @@ struct async_chat {
 	unsigned depth;            /* callbacks of this channel on the stack */
 	int dns_error;
 	int pending_error;         /* raised inside a connect call */
+	int matched;               /* alternative of the last frame end */
+
+	uint8_t suspend;           /* SUSPEND_* */
+	uint8_t read_state;        /* enum read_state */
+	uint8_t conn;              /* enum conn_state */
+	uint8_t policy;            /* enum async_chat_frame_policy */
+	uint8_t pending;           /* DEFER_* */
 
 	unsigned closed : 1;       /* async_chat_close() has run */
-	unsigned connected : 1;
-	unsigned paused : 1;       /* by the application */
-	unsigned too_long : 1;     /* by the frame bound */
-	unsigned eof : 1;          /* the peer's EOF has been seen */
-	unsigned eof_handled : 1;  /* and handle_close has been called */
 	unsigned close_queued : 1; /* close_when_done() was called */
 	unsigned shut_queued : 1;  /* shutdown_when_done() was called */
 	unsigned refilling : 1;
 	unsigned output_busy : 1;  /* output queued since the last drain */
-	unsigned reading : 1;      /* inside the framer */
+	unsigned reading : 1;      /* inside the read loop */
+	unsigned discarded : 1;    /* the input was dropped under the loop */
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
-	unsigned connecting : 1;   /* a connect is under way */
 	unsigned files : 1;        /* push_file() has been used */
 };
 
@@ -67,14 +102,18 @@ void async_chat__enter(struct async_chat *chat);
 int async_chat__leave(struct async_chat *chat);
 void async_chat__fail(struct async_chat *chat, int err);
 int async_chat__tell_partner_eof(struct async_chat *chat);
+/* Run work on the next loop turn; -1 (with ENOMEM) if it cannot be
+ * scheduled. */
+int async_chat__defer(struct async_chat *chat, unsigned what);
 
 /* producer.c */
 /* Move queued entries to the output buffer while it is below
- * out_buffer_size.  from_loop: called from the channel's own write or
- * event callback, where the channel may close and handle_drain may run.
- * From an API call it runs no producer and closes nothing itself, but an
- * error report (ENOMEM) or a reference's cleanup may close the channel
- * and release it: callers touch it no more afterwards. */
+ * out_buffer_size.  from_loop: called from the channel's own write,
+ * event or deferred callback, where the channel may close and
+ * handle_drain may run.  From an API call it runs no producer and closes
+ * nothing itself, but an error report (ENOMEM) or a reference's cleanup
+ * may close the channel and release it: callers touch it no more
+ * afterwards. */
 void async_chat__output_refill(struct async_chat *chat, int from_loop);
 /* Drop queued data and producers (and markers unless keep_markers). */
 void async_chat__output_clear(struct async_chat *chat, int keep_markers);

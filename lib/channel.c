@@ -68,6 +68,8 @@ async_chat_strerror(int err)
 static void
 destroy(struct async_chat *chat)
 {
+	if (chat->deferred != NULL)
+		event_free(chat->deferred);
 	if (chat->bev != NULL)
 		bufferevent_free(chat->bev);
 	if (chat->incoming != NULL)
@@ -99,9 +101,12 @@ async_chat_close(struct async_chat *chat)
 		return;
 	async_chat__enter(chat);
 	chat->closed = 1;
-	chat->connected = 0;
+	chat->conn = CONN_DOWN;
 	/* From here on libevent calls nothing of ours; the bufferevent and
 	 * its buffers stay alive until no frame of ours uses them. */
+	if (chat->deferred != NULL)
+		event_del(chat->deferred);
+	chat->pending = 0;
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
 	async_chat__tell_partner_eof(chat);
@@ -141,53 +146,104 @@ async_chat__fail(struct async_chat *chat, int err)
 }
 
 /*
- * Input: the framer's sinks.  Each returns non-zero when the scan must
- * stop because a callback closed or paused the channel.
+ * Deferred work: one event per channel, made on first use, runs whatever
+ * the pending bits ask for on the next loop turn.  Should the event not
+ * be had (no memory), the bufferevent's own deferred callbacks do the
+ * same work; they can keep the bufferevent alive past close until the
+ * loop runs, which the event avoids.
+ */
+
+static void readcb(struct bufferevent *bev, void *ctx);
+
+static void
+deferred_cb(evutil_socket_t fd, short what, void *ctx)
+{
+	struct async_chat *chat = ctx;
+	unsigned bits = chat->pending;
+
+	(void)fd;
+	(void)what;
+	chat->pending = 0;
+	async_chat__enter(chat);
+	if (bits & DEFER_ERROR) {
+		int err = chat->pending_error;
+
+		chat->pending_error = 0;
+		chat->conn = CONN_DOWN;
+		async_chat__fail(chat, err);
+	}
+	if ((bits & DEFER_WRITE) && !chat->closed)
+		async_chat__output_refill(chat, 1);
+	if ((bits & DEFER_READ) && !chat->closed)
+		readcb(chat->bev, chat);
+	async_chat__leave(chat);
+}
+
+int
+async_chat__defer(struct async_chat *chat, unsigned what)
+{
+	if (chat->closed)
+		return 0;
+	if (chat->deferred == NULL)
+		chat->deferred = event_new(bufferevent_get_base(chat->bev), -1,
+		    0, deferred_cb, chat);
+	if (chat->deferred != NULL) {
+		chat->pending |= (uint8_t)what;
+		event_active(chat->deferred, EV_READ, 0);
+		return 0;
+	}
+	if (what & DEFER_ERROR)
+		bufferevent_trigger_event(chat->bev, BEV_EVENT_ERROR,
+		    BEV_TRIG_DEFER_CALLBACKS);
+	if (what & DEFER_WRITE)
+		bufferevent_trigger(chat->bev, EV_WRITE,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	if (what & DEFER_READ)
+		bufferevent_trigger(chat->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	return 0;
+}
+
+/*
+ * The read side.  One function says whether it may run, and the bufferevent
+ * reads from its transport exactly then.
  */
 
 static int
-must_stop(const struct async_chat *chat)
+read_may_run(const struct async_chat *chat)
 {
-	return chat->closed || chat->paused;
+	return !chat->closed && chat->suspend == 0 &&
+	    chat->read_state != READ_DONE;
 }
 
-static int
-sink_collect(void *ctx, struct evbuffer *in, size_t len)
+static void
+update_reading(struct async_chat *chat)
 {
-	struct async_chat *chat = ctx;
-	unsigned input_gen = chat->fr.input_gen;
+	if (chat->closed)
+		return;
+	if (read_may_run(chat) && chat->read_state == READ_OPEN)
+		bufferevent_enable(chat->bev, EV_READ);
+	else
+		bufferevent_disable(chat->bev, EV_READ);
+}
 
-	while (len > 0) {
-		struct evbuffer_iovec v[8];
-		size_t done = 0;
-		int n, i;
+static void
+suspend_reading(struct async_chat *chat, unsigned why)
+{
+	chat->suspend |= (uint8_t)why;
+	update_reading(chat);
+}
 
-		n = evbuffer_peek(in, (ev_ssize_t)len, NULL, v, 8);
-		if (n > 8)
-			n = 8;
-		for (i = 0; i < n && done < len; i++) {
-			size_t piece = v[i].iov_len;
-
-			if (piece > len - done)
-				piece = len - done;
-			if (piece == 0)
-				continue;
-			chat->h->collect_incoming_data(chat, v[i].iov_base,
-			    piece, chat->arg);
-			done += piece;
-			if (chat->fr.input_gen != input_gen)
-				return 1; /* discarded: the input is gone */
-			if (must_stop(chat)) {
-				evbuffer_drain(in, done);
-				return 1;
-			}
-		}
-		if (n <= 0)
-			break;
-		evbuffer_drain(in, done);
-		len -= done;
-	}
-	return 0;
+/* Bytes the framer holds or the input buffer has, to frame again under a
+ * new terminator or after a resume, without waiting for the peer. */
+static void
+frame_later(struct async_chat *chat)
+{
+	if (!chat->reading && read_may_run(chat) &&
+	    (chat->fr.carry_len > chat->fr.carry_off || chat->fr.todo > 0 ||
+		chat->fr.have_end || chat->read_state == READ_EOF ||
+		evbuffer_get_length(bufferevent_get_input(chat->bev)) > 0))
+		async_chat__defer(chat, DEFER_READ);
 }
 
 /* Runs shorter than this are copied into the frame buffer rather than
@@ -195,124 +251,229 @@ sink_collect(void *ctx, struct evbuffer *in, size_t len)
  * kilobyte of it per byte of frame. */
 #define MESSAGE_COPY_MAX 4096
 
+/* Drop the last n bytes of buf (a skipped frame's, in message mode). */
 static int
-sink_message(void *ctx, struct evbuffer *in, size_t len)
+drop_tail(struct evbuffer *buf, size_t n)
 {
-	struct async_chat *chat = ctx;
-	struct evbuffer_iovec v[8];
-	int n, i;
+	size_t len = evbuffer_get_length(buf);
+	struct evbuffer *keep;
 
-	if (len <= MESSAGE_COPY_MAX &&
-	    (n = evbuffer_peek(in, (ev_ssize_t)len, NULL, v, 8)) <= 8) {
-		size_t done = 0;
-
-		for (i = 0; i < n && done < len; i++) {
-			size_t piece = v[i].iov_len < len - done ?
-			    v[i].iov_len : len - done;
-
-			if (evbuffer_add(chat->incoming, v[i].iov_base,
-				piece) < 0)
-				break;
-			done += piece;
-		}
-		evbuffer_drain(in, done);
-		return 0; /* fewer than len: out of memory */
+	if (n >= len)
+		return evbuffer_drain(buf, len);
+	keep = evbuffer_new();
+	if (keep == NULL || evbuffer_remove_buffer(buf, keep, len - n) < 0 ||
+	    evbuffer_drain(buf, n) < 0 || evbuffer_add_buffer(buf, keep) < 0) {
+		if (keep != NULL)
+			evbuffer_free(keep);
+		return -1;
 	}
-	/* Big runs move libevent's chains: no copy. */
-	evbuffer_remove_buffer(in, chat->incoming, len);
+	evbuffer_free(keep);
 	return 0;
 }
 
-/* The framer's fast path: frame bytes as pointers into the input. */
-static int
-bytes_collect(void *ctx, const void *p, size_t n)
-{
-	struct async_chat *chat = ctx;
+/* What the read loop does after an event: go on, look at the input
+ * afresh (something took or dropped bytes of it), or stop. */
+enum { READ_ON, READ_REPEEK, READ_STOP };
 
-	chat->h->collect_incoming_data(chat, p, n, chat->arg);
-	return must_stop(chat);
+/* After a callback: whether the loop may go on. */
+static int
+after_callback(struct async_chat *chat)
+{
+	if (chat->closed || chat->suspend != 0)
+		return READ_STOP;
+	if (chat->discarded)
+		return READ_REPEEK;
+	return READ_ON;
 }
 
-static int
-bytes_message(void *ctx, const void *p, size_t n)
-{
-	struct async_chat *chat = ctx;
-
-	return evbuffer_add(chat->incoming, p, n) < 0 ? -1 : 0;
-}
-
-static int
-sink_found(void *ctx)
-{
-	struct async_chat *chat = ctx;
-
-	if (chat->h->found_terminator != NULL)
-		chat->h->found_terminator(chat, chat->arg);
-	return must_stop(chat);
-}
-
-static const struct framer_sink collect_sink = {
-	sink_collect, sink_found, bytes_collect
-};
-static const struct framer_sink message_sink = {
-	sink_message, sink_found, bytes_message
-};
-
+/* The policy for a frame past the bound, or an invalid length header. */
 static void
-read_stopped(struct async_chat *chat, enum framer_status st)
+frame_refused(struct async_chat *chat, int kind)
 {
-	if (chat->closed)
+	int err = kind == ASYNC_CHAT_FRAMER_TOO_LONG ?
+	    ASYNC_CHAT_ERR_FRAME_TOO_LONG : ASYNC_CHAT_ERR_LENGTH;
+
+	if (chat->policy == ASYNC_CHAT_FRAME_SKIP &&
+	    kind == ASYNC_CHAT_FRAMER_TOO_LONG) {
+		if (chat->h->collect_incoming_data == NULL &&
+		    chat->incoming != NULL &&
+		    drop_tail(chat->incoming,
+			async_chat_framer_frame_length(&chat->fr)) < 0) {
+			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+			return;
+		}
+		async_chat_framer_skip(&chat->fr);
+		if (chat->h->handle_error != NULL)
+			chat->h->handle_error(chat, err, chat->arg);
 		return;
-	if (st == FRAMER_TOO_LONG) {
-		chat->too_long = 1;
-		bufferevent_disable(chat->bev, EV_READ);
-		async_chat__fail(chat, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	} else if (st == FRAMER_NOMEM) {
+	}
+	if (chat->policy == ASYNC_CHAT_FRAME_CLOSE) {
+		suspend_reading(chat, SUSPEND_CLOSING);
+		if (chat->h->handle_error != NULL)
+			chat->h->handle_error(chat, err, chat->arg);
+		if (!chat->closed && async_chat_close_when_done(chat) < 0 &&
+		    !chat->closed)
+			async_chat_close(chat);
+		return;
+	}
+	suspend_reading(chat, kind == ASYNC_CHAT_FRAMER_TOO_LONG ?
+		SUSPEND_BOUND : SUSPEND_LENGTH);
+	async_chat__fail(chat, err);
+}
+
+/* Hand frame bytes to the application. */
+static int
+on_data(struct async_chat *chat, struct evbuffer *in,
+    const struct async_chat_framer_event *ev, size_t *pos)
+{
+	if (chat->h->collect_incoming_data != NULL) {
+		chat->h->collect_incoming_data(chat, ev->data, (size_t)ev->len,
+		    chat->arg);
+		return after_callback(chat);
+	}
+	if (!ev->held && ev->len > MESSAGE_COPY_MAX) {
+		/* Big runs move libevent's chains: no copy. */
+		size_t before = *pos - (size_t)ev->len;
+
+		*pos = 0;
+		if (evbuffer_drain(in, before) < 0 ||
+		    evbuffer_remove_buffer(in, chat->incoming,
+			(size_t)ev->len) != (int)ev->len) {
+			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+			return READ_STOP;
+		}
+		return READ_REPEEK;
+	}
+	if (evbuffer_add(chat->incoming, ev->data, (size_t)ev->len) < 0) {
 		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		return READ_STOP;
+	}
+	return READ_ON;
+}
+
+static int
+on_end(struct async_chat *chat, const struct async_chat_framer_event *ev)
+{
+	chat->matched = ev->matched;
+	if (chat->h->found_terminator == NULL)
+		return READ_ON;
+	chat->h->found_terminator(chat, chat->arg);
+	return after_callback(chat);
+}
+
+/* Act on one event; the span's consumed bytes are counted in *pos. */
+static int
+on_event(struct async_chat *chat, struct evbuffer *in, int kind,
+    const struct async_chat_framer_event *ev, size_t *pos)
+{
+	switch (kind) {
+	case ASYNC_CHAT_FRAMER_DATA:
+		return on_data(chat, in, ev, pos);
+	case ASYNC_CHAT_FRAMER_END:
+		return on_end(chat, ev);
+	case ASYNC_CHAT_FRAMER_SKIPPED:
+		return READ_ON;
+	case ASYNC_CHAT_FRAMER_TOO_LONG:
+	case ASYNC_CHAT_FRAMER_LENGTH_ERROR:
+		evbuffer_drain(in, *pos);
+		*pos = 0;
+		frame_refused(chat, kind);
+		/* Skipping goes on; everything else has suspended reading. */
+		return chat->closed || chat->suspend ? READ_STOP : READ_REPEEK;
+	default:
+		return READ_STOP;
 	}
 }
 
-/* Frame the input; at EOF, or on a read error (err != 0), also hand over
- * the held-back bytes.  Returns 1 when every byte has been framed. */
+/* Frame the input buffer, one extent at a time, draining what the framer
+ * consumed once per extent.  Returns 1 when every byte has been framed,
+ * 0 when the loop stopped (closed, suspended). */
+static int
+frame_buffer(struct async_chat *chat, struct evbuffer *in)
+{
+	struct async_chat_framer_event ev;
+
+	for (;;) {
+		struct evbuffer_iovec v;
+		const char *base = NULL;
+		size_t len = 0, pos = 0;
+		int kind, next = READ_ON;
+
+		if (evbuffer_peek(in, -1, NULL, &v, 1) >= 1) {
+			base = v.iov_base;
+			len = v.iov_len;
+		}
+		chat->discarded = 0;
+		do {
+			kind = async_chat_framer_next(&chat->fr,
+			    base != NULL ? base + pos : NULL, len - pos, &ev);
+			pos += ev.consumed;
+			if (kind == ASYNC_CHAT_FRAMER_NEED_MORE)
+				break;
+			next = on_event(chat, in, kind, &ev, &pos);
+		} while (next == READ_ON);
+		if (chat->closed)
+			return 0;
+		if (next == READ_REPEEK && chat->discarded)
+			continue; /* the input is gone: nothing to drain */
+		if (pos > 0)
+			evbuffer_drain(in, pos);
+		if (next == READ_STOP)
+			return 0;
+		if (next == READ_ON && evbuffer_get_length(in) == 0)
+			return 1;
+	}
+}
+
+/* The peer has no more to send: the bytes the framer holds are frame
+ * bytes after all. */
+static int
+frame_held(struct async_chat *chat, struct evbuffer *in)
+{
+	struct async_chat_framer_event ev;
+	size_t pos = 0;
+	int kind, next;
+
+	do {
+		kind = async_chat_framer_finish(&chat->fr, &ev);
+		if (kind == ASYNC_CHAT_FRAMER_NEED_MORE)
+			return 1;
+		chat->discarded = 0;
+		next = on_event(chat, in, kind, &ev, &pos);
+	} while (next != READ_STOP);
+	return 0;
+}
+
+/* Frame the input; at the end of input also hand over the held bytes.
+ * Returns 1 when every byte has been framed. */
 static int
 frame_input(struct async_chat *chat, int at_end)
 {
-	const struct framer_sink *sink = chat->h->collect_incoming_data ?
-	    &collect_sink : &message_sink;
 	struct evbuffer *in = bufferevent_get_input(chat->bev);
-	enum framer_status st;
+	int done;
 
-	if (chat->reading || chat->paused || chat->too_long || chat->closed)
+	if (chat->reading || !read_may_run(chat))
 		return 0;
 	chat->reading = 1;
-	do {
-		if (at_end)
-			st = async_chat__framer_finish(&chat->fr, in, sink, chat);
-		else
-			st = async_chat__framer_feed(&chat->fr, in, sink, chat);
-		/* Stopped with the channel neither closed nor paused: a
-		 * callback discarded the input.  Frame what is there now
-		 * (usually nothing), so that a pending EOF is not lost. */
-	} while (st == FRAMER_STOPPED && !must_stop(chat));
-	chat->reading = 0;
-	if (st != FRAMER_IDLE) {
-		read_stopped(chat, st);
-		return 0;
-	}
-	return 1;
+	done = frame_buffer(chat, in);
+	if (done && at_end && read_may_run(chat))
+		done = frame_held(chat, in);
+	if (!chat->closed)
+		chat->reading = 0;
+	return done && read_may_run(chat);
 }
 
 static void
 handle_eof(struct async_chat *chat)
 {
-	if (!chat->eof || chat->eof_handled || chat->closed)
+	if (chat->read_state != READ_EOF || chat->closed)
 		return;
 	if (!frame_input(chat, 1))
-		return; /* paused: EOF is handled on resume */
-	chat->eof_handled = 1;
+		return; /* suspended: EOF is handled on resume */
+	chat->read_state = READ_DONE;
 	if (chat->h->handle_close != NULL)
 		chat->h->handle_close(chat, chat->arg);
-	else if (async_chat_close_when_done(chat) < 0)
+	else if (async_chat_close_when_done(chat) < 0 && !chat->closed)
 		/* The close marker could not be queued: without it the
 		 * channel would stay open for ever. */
 		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
@@ -341,16 +502,29 @@ writecb(struct bufferevent *bev, void *ctx)
 	async_chat__leave(chat);
 }
 
+/* The error code for an event from the bufferevent. */
+static int
+event_error(struct async_chat *chat, short what, int err)
+{
+	if (what & BEV_EVENT_TIMEOUT)
+		return ETIMEDOUT;
+	if (bufferevent_socket_get_dns_error(chat->bev) != 0) {
+		chat->dns_error = bufferevent_socket_get_dns_error(chat->bev);
+		return ASYNC_CHAT_ERR_DNS;
+	}
+	return err != 0 ? err : ASYNC_CHAT_ERR_UNKNOWN;
+}
+
 static void
 eventcb(struct bufferevent *bev, short what, void *ctx)
 {
 	struct async_chat *chat = ctx;
 	int err = EVUTIL_SOCKET_ERROR();
 
+	(void)bev;
 	async_chat__enter(chat);
 	if (what & BEV_EVENT_CONNECTED) {
-		chat->connected = 1;
-		chat->connecting = 0;
+		chat->conn = CONN_UP;
 		if (chat->h->handle_connect != NULL)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
@@ -363,35 +537,37 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 		 * writing this way too; without files it is the peer's EOF.) */
 		async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 	} else if (what & BEV_EVENT_EOF) {
-		chat->eof = 1;
+		if (chat->read_state == READ_OPEN)
+			chat->read_state = READ_EOF;
+		update_reading(chat);
 		if (frame_input(chat, 0))
 			handle_eof(chat);
 	} else if (chat->in_connect && (what & BEV_EVENT_ERROR)) {
 		/* Raised inside async_chat_connect*() (a lookup without an
 		 * evdns_base fails at once): report it from the loop, so the
 		 * channel outlives the call that the application made. */
-		chat->pending_error = err;
-		bufferevent_trigger_event(bev, BEV_EVENT_ERROR,
-		    BEV_TRIG_DEFER_CALLBACKS);
-	} else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+		chat->pending_error = event_error(chat, what, err);
+		async_chat__defer(chat, DEFER_ERROR);
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		/* libevent stopped the side that timed out.  Reading stays
+		 * suspended until async_chat_resume_reading(); writing goes
+		 * on, its timeout armed again, unless the handler closes. */
+		if (what & BEV_EVENT_READING)
+			suspend_reading(chat, SUSPEND_TIMEOUT);
+		async_chat__fail(chat, ETIMEDOUT);
+		if (!chat->closed && (what & BEV_EVENT_WRITING))
+			bufferevent_enable(chat->bev, EV_WRITE);
+	} else if (what & BEV_EVENT_ERROR) {
 		if (chat->pending_error != 0) {
 			err = chat->pending_error;
 			chat->pending_error = 0;
+		} else {
+			err = event_error(chat, what, err);
 		}
-		if (what & BEV_EVENT_TIMEOUT)
-			err = ETIMEDOUT;
-		else if (bufferevent_socket_get_dns_error(bev) != 0) {
-			chat->dns_error = bufferevent_socket_get_dns_error(bev);
-			err = ASYNC_CHAT_ERR_DNS;
-		} else if (err == 0)
-			err = ASYNC_CHAT_ERR_UNKNOWN;
-		if (!(what & BEV_EVENT_TIMEOUT)) {
-			chat->connected = 0;
-			chat->connecting = 0;
-		}
+		chat->conn = CONN_DOWN;
 		/* Nothing received is lost: frame what came before the
 		 * error, held-back bytes included, then report it. */
-		if ((what & BEV_EVENT_READING) && !(what & BEV_EVENT_TIMEOUT))
+		if (what & BEV_EVENT_READING)
 			frame_input(chat, 1);
 		async_chat__fail(chat, err);
 	}
@@ -471,7 +647,7 @@ async_chat_new(struct event_base *base, evutil_socket_t fd,
 		errno = saved;
 		return NULL;
 	}
-	chat->connected = fd >= 0;
+	chat->conn = fd >= 0 ? CONN_UP : CONN_NONE;
 	return chat;
 }
 
@@ -487,7 +663,7 @@ async_chat_new_bufferevent(struct bufferevent *bev,
 	}
 	chat = chat_setup(bev, handlers, arg);
 	if (chat != NULL)
-		chat->connected = 1;
+		chat->conn = CONN_UP;
 	return chat;
 }
 
@@ -495,8 +671,8 @@ async_chat_new_bufferevent(struct bufferevent *bev,
 static int
 can_connect(const struct async_chat *chat)
 {
-	if (chat->connected || chat->connecting) {
-		errno = chat->connected ? EISCONN : EALREADY;
+	if (chat->conn == CONN_UP || chat->conn == CONN_PENDING) {
+		errno = chat->conn == CONN_UP ? EISCONN : EALREADY;
 		return 0;
 	}
 	return 1;
@@ -509,7 +685,7 @@ connect_started(struct async_chat *chat, int rc)
 {
 	chat->in_connect = 0;
 	if (rc < 0) {
-		chat->connecting = 0;
+		chat->conn = CONN_NONE;
 		if (errno == 0)
 			errno = EINVAL;
 		return -1;
@@ -528,7 +704,8 @@ async_chat_connect(struct async_chat *chat, const struct sockaddr *addr,
 	}
 	if (!can_connect(chat))
 		return -1;
-	chat->in_connect = chat->connecting = 1;
+	chat->in_connect = 1;
+	chat->conn = CONN_PENDING;
 	return connect_started(chat,
 	    bufferevent_socket_connect(chat->bev, addr, addrlen));
 }
@@ -547,7 +724,8 @@ async_chat_connect_hostname(struct async_chat *chat,
 	if (!can_connect(chat))
 		return -1;
 	chat->dns_error = 0;
-	chat->in_connect = chat->connecting = 1;
+	chat->in_connect = 1;
+	chat->conn = CONN_PENDING;
 	return connect_started(chat, bufferevent_socket_connect_hostname(
 	    chat->bev, dns_base, family, host, port));
 }
@@ -559,18 +737,19 @@ async_chat_dns_error(const struct async_chat *chat)
 }
 
 /*
- * Terminators
+ * Terminators.  The framer never runs user code, so a terminator set here,
+ * inside a callback or not, applies from the framer's next event on; from
+ * outside the read loop, bytes already received are framed again under it
+ * on the next loop turn.
  */
 
-/* Bytes held back or left unread under the old terminator must be looked
- * at again under the new one even if no more data comes. */
-static void
-rescan_later(struct async_chat *chat)
+static int
+term_set(struct async_chat *chat, int rc)
 {
-	if (!chat->reading && !chat->paused && !chat->too_long &&
-	    evbuffer_get_length(bufferevent_get_input(chat->bev)) > 0)
-		bufferevent_trigger(chat->bev, EV_READ,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	if (rc < 0)
+		return -1;
+	frame_later(chat);
+	return 0;
 }
 
 int
@@ -578,37 +757,30 @@ async_chat_set_terminator(struct async_chat *chat, const void *term,
     size_t len)
 {
 	CHECK(chat);
-	if (async_chat__framer_set_string(&chat->fr, term, len) < 0)
-		return -1;
-	rescan_later(chat);
-	return 0;
+	return term_set(chat,
+	    async_chat_framer_set_terminator(&chat->fr, term, len));
 }
 
 int
 async_chat_set_terminator_count(struct async_chat *chat, uint64_t count)
 {
 	CHECK(chat);
-	async_chat__framer_set_count(&chat->fr, count);
-	rescan_later(chat);
-	return 0;
+	return term_set(chat,
+	    async_chat_framer_set_terminator_count(&chat->fr, count));
 }
 
 int
 async_chat_set_terminator_none(struct async_chat *chat)
 {
 	CHECK(chat);
-	async_chat__framer_set_none(&chat->fr);
-	rescan_later(chat);
-	return 0;
+	return term_set(chat, async_chat_framer_set_terminator_none(&chat->fr));
 }
 
 int
 async_chat_set_terminator_line(struct async_chat *chat)
 {
 	CHECK(chat);
-	async_chat__framer_set_line(&chat->fr);
-	rescan_later(chat);
-	return 0;
+	return term_set(chat, async_chat_framer_set_terminator_line(&chat->fr));
 }
 
 int
@@ -616,10 +788,17 @@ async_chat_set_terminators(struct async_chat *chat, const void *const *terms,
     const size_t *lens, size_t n)
 {
 	CHECK(chat);
-	if (async_chat__framer_set_any(&chat->fr, terms, lens, n) < 0)
-		return -1;
-	rescan_later(chat);
-	return 0;
+	return term_set(chat,
+	    async_chat_framer_set_terminators(&chat->fr, terms, lens, n));
+}
+
+int
+async_chat_set_terminator_length(struct async_chat *chat,
+    const struct async_chat_length_field *spec)
+{
+	CHECK(chat);
+	return term_set(chat,
+	    async_chat_framer_set_terminator_length(&chat->fr, spec));
 }
 
 int
@@ -627,12 +806,7 @@ async_chat_get_terminator(const struct async_chat *chat,
     struct async_chat_terminator *out)
 {
 	CHECK(chat);
-	if (out == NULL) {
-		errno = EINVAL;
-		return -1;
-	}
-	async_chat__framer_get(&chat->fr, out);
-	return 0;
+	return async_chat_framer_get_terminator(&chat->fr, out);
 }
 
 int
@@ -642,14 +816,28 @@ async_chat_matched_terminator(const struct async_chat *chat)
 		errno = EINVAL;
 		return -1;
 	}
-	return chat->fr.matched;
+	return chat->matched;
 }
 
 int
 async_chat_set_max_frame(struct async_chat *chat, uint64_t max)
 {
 	CHECK(chat);
-	chat->fr.max_frame = max;
+	return async_chat_framer_set_max_frame(&chat->fr, max);
+}
+
+int
+async_chat_set_frame_policy(struct async_chat *chat,
+    enum async_chat_frame_policy policy)
+{
+	CHECK(chat);
+	if (policy != ASYNC_CHAT_FRAME_PAUSE &&
+	    policy != ASYNC_CHAT_FRAME_SKIP &&
+	    policy != ASYNC_CHAT_FRAME_CLOSE) {
+		errno = EINVAL;
+		return -1;
+	}
+	chat->policy = (uint8_t)policy;
 	return 0;
 }
 
@@ -668,13 +856,14 @@ async_chat_incoming(struct async_chat *chat)
 int
 async_chat_discard_buffers(struct async_chat *chat)
 {
-	struct evbuffer *out;
+	struct evbuffer *in, *out;
 
 	CHECK(chat);
 	async_chat__enter(chat);
-	async_chat__framer_discard(&chat->fr);
-	evbuffer_drain(bufferevent_get_input(chat->bev),
-	    evbuffer_get_length(bufferevent_get_input(chat->bev)));
+	async_chat_framer_reset(&chat->fr);
+	chat->discarded = 1;
+	in = bufferevent_get_input(chat->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
 	if (chat->incoming != NULL)
 		evbuffer_drain(chat->incoming,
 		    evbuffer_get_length(chat->incoming));
@@ -701,31 +890,41 @@ int
 async_chat_pause_reading(struct async_chat *chat)
 {
 	CHECK(chat);
-	chat->paused = 1;
-	bufferevent_disable(chat->bev, EV_READ);
+	suspend_reading(chat, SUSPEND_APP);
 	return 0;
 }
 
 int
 async_chat_resume_reading(struct async_chat *chat)
 {
+	int stuck;
+
 	CHECK(chat);
-	if (chat->eof_handled) {
+	if (chat->read_state == READ_DONE) {
 		errno = EPIPE;
 		return -1;
 	}
-	if (!chat->paused && !chat->too_long)
+	stuck = async_chat__framer_stuck(&chat->fr);
+	if ((chat->suspend & SUSPEND_BOUND) && stuck == 1) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if ((chat->suspend & SUSPEND_LENGTH) && stuck == 2) {
+		errno = EPROTO;
+		return -1;
+	}
+	if (chat->suspend & SUSPEND_CLOSING) {
+		errno = EPIPE;
+		return -1;
+	}
+	if (chat->suspend == 0)
 		return 0;
-	chat->paused = 0;
-	chat->too_long = 0;
-	if (!chat->eof)
-		bufferevent_enable(chat->bev, EV_READ);
+	chat->suspend = 0;
+	update_reading(chat);
 	/* Frame what is already buffered (and a pending EOF) without
-	 * waiting for the peer to send more.  Inside the framer the running
-	 * scan simply goes on. */
-	if (!chat->reading)
-		bufferevent_trigger(chat->bev, EV_READ,
-		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+	 * waiting for the peer to send more.  Inside the read loop the
+	 * running loop simply goes on. */
+	frame_later(chat);
 	return 0;
 }
 
@@ -736,7 +935,7 @@ async_chat_reading_paused(const struct async_chat *chat)
 		errno = EINVAL;
 		return -1;
 	}
-	return chat->paused || chat->too_long;
+	return chat->suspend != 0;
 }
 
 int
@@ -819,5 +1018,5 @@ async_chat_connected(const struct async_chat *chat)
 		errno = EINVAL;
 		return -1;
 	}
-	return chat->connected;
+	return chat->conn == CONN_UP;
 }

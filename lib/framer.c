@@ -1,8 +1,10 @@
 /*
- * framer.c - splits an evbuffer into frames by the current terminator.
- * Scanning is incremental: a KMP automaton carries the partial match from
- * one read to the next, so no byte is scanned twice under one terminator
- * and a long frame in tiny reads costs the same per byte as in big reads.
+ * framer.c - the public sans-I/O framer: state plus a span of bytes in,
+ * one event out.  Scanning is incremental: a KMP automaton carries a
+ * partial match from one span to the next, so no byte is scanned twice
+ * under one terminator, and the few bytes held back as a possible
+ * terminator prefix (or a partial length header) live in the framer, so
+ * the caller never has to keep them.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -10,35 +12,36 @@
 
 #include "framer.h"
 
-#define PEEK_VECS 16
+/* The loop in next_event() goes on after a step that made no event. */
+#define GO_ON (-2)
 
-/* The patterns of the current terminator. */
-static struct framer_pattern *
-patterns(struct framer *fr)
-{
-	return fr->kind == ASYNC_CHAT_TERM_ANY ? fr->many : &fr->one;
-}
+/* Terminators up to this long are searched with memchr and memcmp when
+ * nothing is held: a naive search is linear for short patterns. */
+#define FAST_TERM_MAX 16
 
+/* Forget the scan state: the held bytes are looked at again. */
 static void
-reset_scan(struct framer *fr)
+reset_scan(struct async_chat_framer *fr)
 {
-	struct framer_pattern *pat = patterns(fr);
 	size_t i;
 
-	fr->held = 0;
-	for (i = 0; i < fr->npat; i++)
-		pat[i].state = 0;
+	fr->scanned = 0;
+	fr->one.state = 0;
+	for (i = 0; fr->kind == ASYNC_CHAT_TERM_ANY && i < fr->npat; i++)
+		fr->many[i].state = 0;
 }
 
 void
-async_chat__framer_init(struct framer *fr)
+async_chat__framer_init(struct async_chat_framer *fr)
 {
 	memset(fr, 0, sizeof(*fr));
 	fr->kind = ASYNC_CHAT_TERM_NONE;
+	fr->carry = fr->carry_inline;
+	fr->carry_cap = FRAMER_CARRY_INLINE;
 }
 
 void
-async_chat__framer_clear(struct framer *fr)
+async_chat__framer_clear(struct async_chat_framer *fr)
 {
 	size_t i;
 
@@ -46,7 +49,87 @@ async_chat__framer_clear(struct framer *fr)
 	for (i = 0; i < fr->many_cap; i++)
 		free(fr->many[i].border);
 	free(fr->many);
+	if (fr->carry != fr->carry_inline)
+		free(fr->carry);
 	async_chat__framer_init(fr);
+}
+
+struct async_chat_framer *
+async_chat_framer_new(void)
+{
+	struct async_chat_framer *fr = malloc(sizeof(*fr));
+
+	if (fr == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	async_chat__framer_init(fr);
+	return fr;
+}
+
+void
+async_chat_framer_free(struct async_chat_framer *fr)
+{
+	if (fr == NULL)
+		return;
+	async_chat__framer_clear(fr);
+	free(fr);
+}
+
+/*
+ * The held bytes: carry[carry_off..carry_len), the front of the stream.
+ */
+
+static size_t
+carry_rest(const struct async_chat_framer *fr)
+{
+	return fr->carry_len - fr->carry_off;
+}
+
+/* Room for n held bytes, kept at set time so that framing never
+ * allocates. */
+static int
+carry_reserve(struct async_chat_framer *fr, size_t n)
+{
+	unsigned char *p;
+
+	if (n <= fr->carry_cap)
+		return 0;
+	p = malloc(n);
+	if (p == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	memcpy(p, fr->carry + fr->carry_off, carry_rest(fr));
+	if (fr->carry != fr->carry_inline)
+		free(fr->carry);
+	fr->carry_len = carry_rest(fr);
+	fr->carry_off = 0;
+	fr->carry = p;
+	fr->carry_cap = n;
+	return 0;
+}
+
+static void
+carry_append(struct async_chat_framer *fr, const unsigned char *p, size_t n)
+{
+	size_t rest = carry_rest(fr);
+
+	if (fr->carry_off > 0) {
+		memmove(fr->carry, fr->carry + fr->carry_off, rest);
+		fr->carry_off = 0;
+		fr->carry_len = rest;
+	}
+	memcpy(fr->carry + fr->carry_len, p, n);
+	fr->carry_len += n;
+}
+
+static void
+carry_drop(struct async_chat_framer *fr, size_t n)
+{
+	fr->carry_off += n;
+	if (fr->carry_off >= fr->carry_len)
+		fr->carry_off = fr->carry_len = 0;
 }
 
 /* Copy term into p (reusing its memory when it fits) and build the border
@@ -94,7 +177,7 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 #define FIRST_BITMAP (256 / 8)
 
 static int
-reserve_patterns(struct framer *fr, size_t n)
+reserve_patterns(struct async_chat_framer *fr, size_t n)
 {
 	struct framer_pattern *pat;
 
@@ -113,67 +196,84 @@ reserve_patterns(struct framer *fr, size_t n)
 }
 
 static void
-changed(struct framer *fr, enum async_chat_terminator_kind kind, size_t npat)
+changed(struct async_chat_framer *fr, enum async_chat_terminator_kind kind,
+    size_t npat)
 {
 	fr->kind = kind;
-	fr->npat = npat;
-	fr->matched = 0;
-	fr->term_gen++;
+	fr->npat = (uint8_t)npat;
+	fr->need = 0;
+	fr->lf_phase = LF_HEADER;
+	fr->strip_left = 0;
 	reset_scan(fr);
 }
 
 int
-async_chat__framer_set_string(struct framer *fr, const void *term, size_t len)
+async_chat_framer_set_terminator_none(struct async_chat_framer *fr)
 {
-	if (len == 0) {
-		async_chat__framer_set_none(fr);
-		return 0;
-	}
-	if (term == NULL || len > ASYNC_CHAT_TERMINATOR_MAX) {
+	if (fr == NULL) {
 		errno = EINVAL;
 		return -1;
 	}
-	if (pattern_set(&fr->one, term, len) < 0) {
-		async_chat__framer_set_none(fr);
-		return -1;
-	}
-	changed(fr, ASYNC_CHAT_TERM_STRING, 1);
+	changed(fr, ASYNC_CHAT_TERM_NONE, 0);
+	fr->count = 0;
 	return 0;
 }
 
 int
-async_chat__framer_set_count(struct framer *fr, uint64_t count)
+async_chat_framer_set_terminator(struct async_chat_framer *fr,
+    const void *term, size_t len)
 {
-	if (count == 0) {
-		async_chat__framer_set_none(fr);
-		return 0;
+	if (fr == NULL || (term == NULL && len > 0) ||
+	    len > ASYNC_CHAT_TERMINATOR_MAX) {
+		errno = EINVAL;
+		return -1;
 	}
+	if (len == 0)
+		return async_chat_framer_set_terminator_none(fr);
+	if (carry_reserve(fr, len) < 0 ||
+	    pattern_set(&fr->one, term, len) < 0) {
+		async_chat_framer_set_terminator_none(fr);
+		return -1;
+	}
+	changed(fr, ASYNC_CHAT_TERM_STRING, 1);
+	fr->count = 0;
+	return 0;
+}
+
+int
+async_chat_framer_set_terminator_count(struct async_chat_framer *fr,
+    uint64_t count)
+{
+	if (fr == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (count == 0)
+		return async_chat_framer_set_terminator_none(fr);
 	changed(fr, ASYNC_CHAT_TERM_COUNT, 0);
 	fr->count = count;
 	return 0;
 }
 
-void
-async_chat__framer_set_none(struct framer *fr)
+int
+async_chat_framer_set_terminator_line(struct async_chat_framer *fr)
 {
-	changed(fr, ASYNC_CHAT_TERM_NONE, 0);
-	fr->count = 0;
-}
-
-void
-async_chat__framer_set_line(struct framer *fr)
-{
+	if (fr == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
 	changed(fr, ASYNC_CHAT_TERM_LINE, 0);
 	fr->count = 0;
+	return 0;
 }
 
 int
-async_chat__framer_set_any(struct framer *fr, const void *const *terms, const size_t *lens,
-    size_t n)
+async_chat_framer_set_terminators(struct async_chat_framer *fr,
+    const void *const *terms, const size_t *lens, size_t n)
 {
-	size_t i;
+	size_t i, longest = 0;
 
-	if (terms == NULL || lens == NULL || n == 0 ||
+	if (fr == NULL || terms == NULL || lens == NULL || n == 0 ||
 	    n > ASYNC_CHAT_ALTERNATIVES_MAX) {
 		errno = EINVAL;
 		return -1;
@@ -184,18 +284,20 @@ async_chat__framer_set_any(struct framer *fr, const void *const *terms, const si
 			errno = EINVAL;
 			return -1;
 		}
+		if (lens[i] > longest)
+			longest = lens[i];
 	}
 	/* Build into the slots; on failure leave the framer with no
-	 * terminator rather than half of a set.  (async_chat__framer_get() hands out
+	 * terminator rather than half of a set.  (get_terminator hands out
 	 * only a string's bytes, which live apart, so a caller passing them
 	 * back as an alternative reads memory this does not touch.) */
-	if (reserve_patterns(fr, n) < 0) {
-		async_chat__framer_set_none(fr);
+	if (carry_reserve(fr, longest) < 0 || reserve_patterns(fr, n) < 0) {
+		async_chat_framer_set_terminator_none(fr);
 		return -1;
 	}
 	for (i = 0; i < n; i++) {
 		if (pattern_set(&fr->many[i], terms[i], lens[i]) < 0) {
-			async_chat__framer_set_none(fr);
+			async_chat_framer_set_terminator_none(fr);
 			return -1;
 		}
 	}
@@ -209,9 +311,60 @@ async_chat__framer_set_any(struct framer *fr, const void *const *terms, const si
 	return 0;
 }
 
-void
-async_chat__framer_get(const struct framer *fr, struct async_chat_terminator *out)
+int
+async_chat__length_field_check(const struct async_chat_length_field *spec)
 {
+	size_t i;
+
+	if (spec == NULL || spec->offset > ASYNC_CHAT_TERMINATOR_MAX ||
+	    (spec->width != 0 && spec->width != 1 && spec->width != 2 &&
+		spec->width != 3 && spec->width != 4 && spec->width != 8) ||
+	    (spec->width == 0 && spec->little_endian)) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (i = 0; i < sizeof(spec->reserved) / sizeof(spec->reserved[0]); i++) {
+		if (spec->reserved[i] != 0) {
+			errno = EINVAL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The longest header a spec allows: a varint takes up to 10 bytes. */
+static size_t
+header_max(const struct async_chat_length_field *spec)
+{
+	return spec->offset + (spec->width != 0 ? spec->width : 10);
+}
+
+int
+async_chat_framer_set_terminator_length(struct async_chat_framer *fr,
+    const struct async_chat_length_field *spec)
+{
+	if (fr == NULL || async_chat__length_field_check(spec) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (carry_reserve(fr, header_max(spec)) < 0) {
+		async_chat_framer_set_terminator_none(fr);
+		return -1;
+	}
+	fr->lf = *spec;
+	changed(fr, ASYNC_CHAT_TERM_LENGTH, 0);
+	fr->count = 0;
+	return 0;
+}
+
+int
+async_chat_framer_get_terminator(const struct async_chat_framer *fr,
+    struct async_chat_terminator *out)
+{
+	if (fr == NULL || out == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
 	memset(out, 0, sizeof(*out));
 	out->kind = fr->kind;
 	switch (fr->kind) {
@@ -228,524 +381,751 @@ async_chat__framer_get(const struct framer *fr, struct async_chat_terminator *ou
 	case ASYNC_CHAT_TERM_ANY:
 		out->alternatives = fr->npat;
 		break;
+	case ASYNC_CHAT_TERM_LENGTH:
+		out->bytes = &fr->lf;
+		out->len = sizeof(fr->lf);
+		out->count = fr->lf_phase == LF_BODY ? fr->count : 0;
+		break;
 	case ASYNC_CHAT_TERM_NONE:
 		break;
 	}
+	return 0;
+}
+
+int
+async_chat_framer_set_max_frame(struct async_chat_framer *fr, uint64_t max)
+{
+	if (fr == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	fr->max_frame = max;
+	return 0;
+}
+
+uint64_t
+async_chat_framer_frame_length(const struct async_chat_framer *fr)
+{
+	return fr != NULL ? fr->frame_bytes : 0;
 }
 
 void
-async_chat__framer_discard(struct framer *fr)
+async_chat_framer_reset(struct async_chat_framer *fr)
 {
-	fr->input_gen++;
-	fr->frame_bytes = 0;
-	fr->found_owed = 0;
+	if (fr == NULL)
+		return;
+	fr->carry_off = fr->carry_len = 0;
 	reset_scan(fr);
+	fr->todo = 0;
+	fr->have_end = 0;
+	fr->term_len = 0;
+	fr->frame_bytes = 0;
+	fr->skipping = 0;
+	fr->need = 0;
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH) {
+		fr->lf_phase = LF_HEADER;
+		fr->strip_left = 0;
+		fr->count = 0;
+	}
+}
+
+int
+async_chat_framer_skip(struct async_chat_framer *fr)
+{
+	if (fr == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH && fr->lf_phase == LF_ERROR) {
+		errno = EPROTO;
+		return -1;
+	}
+	fr->skipping = 1;
+	fr->need = 0;
+	return 0;
+}
+
+int
+async_chat__framer_stuck(const struct async_chat_framer *fr)
+{
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH && fr->lf_phase == LF_ERROR)
+		return 2;
+	if (fr->need != 0 && !fr->skipping && fr->max_frame != 0 &&
+	    fr->max_frame < fr->need)
+		return 1;
+	return 0;
 }
 
 /*
- * Scanners.  Each looks at the input from offset fr->held on, carrying the
- * automaton state in the patterns.  On a match it sets *frame_len and
- * *term_len and returns 1; otherwise it records how many trailing bytes
- * may still begin a terminator in fr->held and returns 0.
+ * Scanners over one contiguous run of the stream, carrying the automaton
+ * state in the patterns.  On a match each sets *end (just past the
+ * terminator, in buf), *term_len and *matched, clears the state and
+ * returns 1; otherwise it returns 0 with the state up to date.
  */
 
-/* Visit the bytes of in from offset start, in contiguous spans. */
-#define FOR_EACH_SPAN(in, start, base, n, ...)                                 \
-	do {                                                                   \
-		struct evbuffer_ptr ptr_;                                      \
-		struct evbuffer_iovec v_[PEEK_VECS];                           \
-		size_t at_ = (start);                                          \
-		int nv_, i_, more_ = 1;                                        \
-		while (more_ && at_ < evbuffer_get_length(in)) {               \
-			if (evbuffer_ptr_set((in), &ptr_, at_,                 \
-				EVBUFFER_PTR_SET) < 0)                         \
-				break;                                         \
-			nv_ = evbuffer_peek((in), -1, &ptr_, v_, PEEK_VECS);   \
-			if (nv_ <= 0)                                          \
-				break;                                         \
-			/* Asked for everything (len -1), evbuffer_peek()  \
-			 * reports at most PEEK_VECS extents, never more:  \
-			 * a full batch may not be the end of the input. */\
-			more_ = nv_ >= PEEK_VECS;                              \
-			if (nv_ > PEEK_VECS)                                   \
-				nv_ = PEEK_VECS;                               \
-			for (i_ = 0; i_ < nv_; i_++) {                         \
-				const unsigned char *base =                    \
-				    v_[i_].iov_base;                           \
-				size_t n = v_[i_].iov_len;                     \
-				__VA_ARGS__;                                   \
-				at_ += n;                                      \
-			}                                                      \
-		}                                                              \
-	} while (0)
-
 static int
-scan_string(struct framer *fr, struct evbuffer *in, size_t *frame_len,
-    size_t *term_len)
+scan_string(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
+    size_t *end, size_t *term_len, int *matched)
 {
 	struct framer_pattern *p = &fr->one;
-	const unsigned char *t = p->bytes;
+	const unsigned char *t = p->bytes, *q;
 	const size_t len = p->len;
-	size_t state = p->state;
-	size_t end = 0;
+	size_t state = p->state, i = 0;
 
-	FOR_EACH_SPAN(in, fr->held, base, n, {
-		size_t i = 0;
-		while (i < n) {
-			if (state == 0) {
-				const unsigned char *q =
-				    memchr(base + i, t[0], n - i);
+	while (i < n) {
+		if (state == 0) {
+			if (len <= FAST_TERM_MAX && n - i >= len) {
+				/* Every start that leaves room for the whole
+				 * terminator is tried whole; a start nearer
+				 * the end is left to the automaton, which then
+				 * sees every partial match there. */
+				q = memchr(buf + i, t[0], n - i - len + 1);
 				if (q == NULL) {
-					i = n;
-					break;
+					i = n - len + 1;
+					continue;
 				}
-				i = (size_t)(q - base) + 1;
-				state = 1;
-			} else {
-				unsigned char c = base[i++];
-				while (state > 0 && t[state] != c)
-					state = p->border[state];
-				if (t[state] == c)
-					state++;
+				if (memcmp(q + 1, t + 1, len - 1) == 0) {
+					i = (size_t)(q - buf) + len;
+					goto found;
+				}
+				i = (size_t)(q - buf) + 1;
+				continue;
 			}
-			if (state == len) {
-				end = at_ + i;
-				goto found;
-			}
+			q = memchr(buf + i, t[0], n - i);
+			if (q == NULL)
+				break;
+			i = (size_t)(q - buf) + 1;
+			state = 1;
+		} else {
+			unsigned char c = buf[i++];
+
+			while (state > 0 && t[state] != c)
+				state = p->border[state];
+			if (t[state] == c)
+				state++;
 		}
-	});
+		if (state == len)
+			goto found;
+	}
 	p->state = state;
-	fr->held = state;
 	return 0;
 found:
-	*frame_len = end - len;
+	p->state = 0;
+	*end = i;
 	*term_len = len;
-	fr->matched = 0;
+	*matched = 0;
+	return 1;
+}
+
+/* one.state is 1 when the last byte scanned was a CR. */
+static int
+scan_line(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
+    size_t *end, size_t *term_len, int *matched)
+{
+	const unsigned char *q = memchr(buf, '\n', n);
+	int cr;
+
+	if (q == NULL) {
+		if (n > 0)
+			fr->one.state = buf[n - 1] == '\r';
+		return 0;
+	}
+	cr = q > buf ? q[-1] == '\r' : fr->one.state != 0;
+	fr->one.state = 0;
+	*end = (size_t)(q - buf) + 1;
+	*term_len = cr ? 2 : 1;
+	*matched = cr ? 0 : 1;
 	return 1;
 }
 
 static int
-scan_line(struct framer *fr, struct evbuffer *in, size_t *frame_len,
-    size_t *term_len)
-{
-	int cr = fr->held != 0;
-
-	FOR_EACH_SPAN(in, fr->held, base, n, {
-		const unsigned char *q = memchr(base, '\n', n);
-		if (q != NULL) {
-			size_t i = (size_t)(q - base);
-			if (i > 0)
-				cr = base[i - 1] == '\r';
-			*term_len = cr ? 2 : 1;
-			*frame_len = at_ + i + 1 - *term_len;
-			fr->matched = cr ? 0 : 1;
-			return 1;
-		}
-		if (n > 0) /* an empty chain: the last byte is before it */
-			cr = base[n - 1] == '\r';
-	});
-	fr->held = cr ? 1 : 0;
-	return 0;
-}
-
-static int
-scan_any(struct framer *fr, struct evbuffer *in, size_t *frame_len,
-    size_t *term_len)
+scan_any(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
+    size_t *end, size_t *term_len, int *matched)
 {
 	struct framer_pattern *pat = fr->many;
 	const size_t npat = fr->npat;
-	size_t active = 0, j;
+	size_t active = 0, i, j;
 
 	for (j = 0; j < npat; j++)
 		active |= pat[j].state;
+	for (i = 0; i < n; i++) {
+		unsigned char c = buf[i];
+		size_t best = 0, best_len = 0;
 
-	FOR_EACH_SPAN(in, fr->held, base, n, {
-		size_t i;
-		for (i = 0; i < n; i++) {
-			unsigned char c = base[i];
-			size_t best = 0, best_len = 0;
-			if (active == 0 &&
-			    !(fr->first[c >> 3] & (1u << (c & 7))))
-				continue;
-			active = 0;
-			for (j = 0; j < npat; j++) {
-				struct framer_pattern *p = &pat[j];
-				size_t s = p->state;
-				while (s > 0 && p->bytes[s] != c)
-					s = p->border[s];
-				if (p->bytes[s] == c)
-					s++;
-				if (s == p->len) {
-					if (p->len > best_len) {
-						best = j;
-						best_len = p->len;
-					}
-					s = p->border[s];
+		if (active == 0 && !(fr->first[c >> 3] & (1u << (c & 7))))
+			continue;
+		active = 0;
+		for (j = 0; j < npat; j++) {
+			struct framer_pattern *p = &pat[j];
+			size_t s = p->state;
+
+			while (s > 0 && p->bytes[s] != c)
+				s = p->border[s];
+			if (p->bytes[s] == c)
+				s++;
+			if (s == p->len) {
+				if (p->len > best_len) {
+					best = j;
+					best_len = p->len;
 				}
-				p->state = s;
-				active |= s;
+				s = p->border[s];
 			}
-			if (best_len > 0) {
-				*frame_len = at_ + i + 1 - best_len;
-				*term_len = best_len;
-				fr->matched = (int)best;
-				return 1;
-			}
+			p->state = s;
+			active |= s;
 		}
-	});
-	fr->held = 0;
-	for (j = 0; j < npat; j++)
-		if (pat[j].state > fr->held)
-			fr->held = pat[j].state;
+		if (best_len > 0) {
+			for (j = 0; j < npat; j++)
+				pat[j].state = 0;
+			*end = i + 1;
+			*term_len = best_len;
+			*matched = (int)best;
+			return 1;
+		}
+	}
 	return 0;
 }
 
-/* How many of want bytes the frame bound lets through. */
+static int
+scan(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
+    size_t *end, size_t *term_len, int *matched)
+{
+	switch (fr->kind) {
+	case ASYNC_CHAT_TERM_STRING:
+		return scan_string(fr, buf, n, end, term_len, matched);
+	case ASYNC_CHAT_TERM_LINE:
+		return scan_line(fr, buf, n, end, term_len, matched);
+	default:
+		return scan_any(fr, buf, n, end, term_len, matched);
+	}
+}
+
+/* Bytes at the end of what was scanned that may begin a terminator. */
 static size_t
-allowance(const struct framer *fr, size_t want)
+held_back(const struct async_chat_framer *fr)
 {
-	uint64_t room;
+	size_t held = 0, j;
 
-	if (fr->max_frame == 0)
-		return want;
-	room = fr->frame_bytes >= fr->max_frame ?
-	    0 : fr->max_frame - fr->frame_bytes;
-	return room < want ? (size_t)room : want;
-}
-
-/* Give len bytes to the sink; *moved says how many it took.  Returns
- * FRAMER_IDLE to go on. */
-static enum framer_status
-deliver(struct framer *fr, struct evbuffer *in, size_t len,
-    const struct framer_sink *sink, void *ctx, size_t *moved)
-{
-	unsigned input_gen = fr->input_gen;
-	size_t before = evbuffer_get_length(in);
-	int rc;
-
-	*moved = 0;
-	if (len == 0)
-		return FRAMER_IDLE;
-	rc = sink->data(ctx, in, len);
-	if (fr->input_gen != input_gen)
-		return FRAMER_STOPPED;
-	*moved = before - evbuffer_get_length(in);
-	fr->frame_bytes += *moved;
-	if (*moved != len) {
-		/* The front of the input is still a frame boundary for the
-		 * scan: what was moved lay before any possible match. */
-		reset_scan(fr);
-		return rc ? FRAMER_STOPPED : FRAMER_NOMEM;
-	}
-	return rc ? FRAMER_STOPPED : FRAMER_IDLE;
-}
-
-/* Deliver up to len bytes under the frame bound. */
-static enum framer_status
-deliver_bounded(struct framer *fr, struct evbuffer *in, size_t len,
-    const struct framer_sink *sink, void *ctx)
-{
-	size_t done = 0, ok, moved;
-	enum framer_status st = FRAMER_IDLE;
-
-	/* In steps: a bound raised inside data() lets the rest through
-	 * instead of reporting a frame too long for the old bound. */
-	while (done < len && st == FRAMER_IDLE &&
-	    (ok = allowance(fr, len - done)) > 0) {
-		st = deliver(fr, in, ok, sink, ctx, &moved);
-		done += ok;
-	}
-	/* Cut short by the bound, the front of the input is not the held
-	 * tail any more, even when the sink also asked to stop. */
-	if (done < len)
-		reset_scan(fr);
-	if (st != FRAMER_IDLE)
-		return st;
-	if (done < len)
-		return FRAMER_TOO_LONG;
-	return FRAMER_IDLE;
-}
-
-static enum framer_status
-end_frame(struct framer *fr, struct evbuffer *in, size_t term_len,
-    const struct framer_sink *sink, void *ctx)
-{
-	evbuffer_drain(in, term_len);
-	fr->frame_bytes = 0;
-	return sink->found(ctx) ? FRAMER_STOPPED : FRAMER_IDLE;
-}
-
-/* A terminator was found after frame_len bytes: deliver them, consume
- * the terminator and end the frame.  Once the last frame byte is taken the
- * frame has ended, as a count's does: if data() stopped the scan there,
- * the terminator is consumed now and found() is owed to the next feed, so
- * a terminator set meanwhile applies after it, never to it. */
-static enum framer_status
-take_frame(struct framer *fr, struct evbuffer *in, size_t frame_len,
-    size_t term_len, const struct framer_sink *sink, void *ctx)
-{
-	unsigned input_gen = fr->input_gen;
-	size_t ok = 0, moved = 0, step, took;
-	enum framer_status st = FRAMER_IDLE;
-
-	reset_scan(fr);
-	/* In steps, as in deliver_bounded(): a bound raised inside data()
-	 * lets the rest of the frame through. */
-	while (ok < frame_len && st == FRAMER_IDLE &&
-	    (step = allowance(fr, frame_len - ok)) > 0) {
-		st = deliver(fr, in, step, sink, ctx, &took);
-		ok += step;
-		moved += took;
-	}
-	if (fr->input_gen != input_gen)
-		return FRAMER_STOPPED; /* discarded, terminator and all */
-	if (st == FRAMER_STOPPED && moved == frame_len) {
-		evbuffer_drain(in, term_len);
-		fr->frame_bytes = 0;
-		fr->found_owed = 1;
-		return st;
-	}
-	if (st != FRAMER_IDLE)
-		return st;
-	if (ok < frame_len) {
-		reset_scan(fr);
-		return FRAMER_TOO_LONG;
-	}
-	return end_frame(fr, in, term_len, sink, ctx);
-}
-
-static enum framer_status
-feed_count(struct framer *fr, struct evbuffer *in, size_t avail,
-    const struct framer_sink *sink, void *ctx)
-{
-	size_t take = fr->count < avail ? (size_t)fr->count : avail;
-	size_t ok = allowance(fr, take), moved;
-	unsigned term_gen = fr->term_gen, input_gen = fr->input_gen;
-	int last = ok == fr->count; /* these bytes end the frame */
-	enum framer_status st;
-
-	if (ok == 0)
-		return FRAMER_TOO_LONG;
-	/* Count down first, so that get_terminator inside collect reports
-	 * what is still missing and a terminator set there is kept. */
-	fr->count -= ok;
-	st = deliver(fr, in, ok, sink, ctx, &moved);
-	/* Give back what was not taken; after a discard the count stays
-	 * where collect saw it, the dropped bytes spent. */
-	if (fr->term_gen == term_gen && fr->input_gen == input_gen)
-		fr->count += ok - moved;
-	/* Once its last byte is taken the frame has ended, even if data()
-	 * set another terminator (as a string's frame ends after its last
-	 * collect) or asked to stop (found() is then owed). */
-	if (last && moved == ok && fr->input_gen == input_gen) {
-		if (st != FRAMER_IDLE) {
-			fr->found_owed = 1;
-			return st;
-		}
-		fr->frame_bytes = 0;
-		return sink->found(ctx) ? FRAMER_STOPPED : FRAMER_IDLE;
-	}
-	if (st != FRAMER_IDLE)
-		return st;
-	/* unless data() raised the bound: then the count goes on */
-	if (ok < take && allowance(fr, 1) == 0)
-		return FRAMER_TOO_LONG;
-	return FRAMER_IDLE;
+	if (fr->kind != ASYNC_CHAT_TERM_ANY)
+		return fr->one.state;
+	for (j = 0; j < fr->npat; j++)
+		if (fr->many[j].state > held)
+			held = fr->many[j].state;
+	return held;
 }
 
 /*
- * The fast path, for line mode and string terminators of at most
- * FAST_TERM_MAX bytes with nothing held back: every frame that lies whole
- * in the first extent of the input goes to bytes() as a pointer, and the
- * input is drained once for all of them.  A frame that reaches past the
- * extent is left to the incremental scanner.  A naive search is linear
- * here because the terminator is short.
+ * Events.  The span is (*span, *len); taking bytes of it advances it and
+ * adds them to ev->consumed.
  */
-#define FAST_TERM_MAX 16
+struct span {
+	const unsigned char *p;
+	size_t len;
+};
 
 static int
-fast_kind(const struct framer *fr)
+emit(struct async_chat_framer *fr, struct async_chat_framer_event *ev,
+    enum async_chat_framer_event_kind kind)
 {
-	return fr->held == 0 &&
-	    (fr->kind == ASYNC_CHAT_TERM_LINE ||
-		(fr->kind == ASYNC_CHAT_TERM_STRING &&
-		    fr->one.len <= FAST_TERM_MAX));
+	ev->kind = kind;
+	if (kind != ASYNC_CHAT_FRAMER_TOO_LONG)
+		fr->need = 0;
+	return (int)kind;
 }
 
-/* Find the next terminator in base[pos..n): its start and length. */
-static int
-find_in_extent(struct framer *fr, const unsigned char *base, size_t pos,
-    size_t n, size_t *start, size_t *term_len)
+/* The first contiguous run of the unconsumed stream. */
+static const unsigned char *
+front(const struct async_chat_framer *fr, const struct span *sp, size_t *n,
+    int *held)
 {
-	const unsigned char *p = base + pos, *end = base + n, *q;
+	if (fr->carry_off < fr->carry_len) {
+		*n = carry_rest(fr);
+		*held = 1;
+		return fr->carry + fr->carry_off;
+	}
+	*n = sp->len;
+	*held = 0;
+	return sp->p;
+}
 
-	if (fr->kind == ASYNC_CHAT_TERM_LINE) {
-		q = memchr(p, '\n', (size_t)(end - p));
-		if (q == NULL)
-			return 0;
-		*term_len = q > p && q[-1] == '\r' ? 2 : 1;
-		*start = (size_t)(q - base) + 1 - *term_len;
-		fr->matched = *term_len == 2 ? 0 : 1;
-		return 1;
+/* Take n bytes of the front run. */
+static void
+take(struct async_chat_framer *fr, struct span *sp, size_t n, int held,
+    struct async_chat_framer_event *ev)
+{
+	if (held) {
+		carry_drop(fr, n);
 	} else {
-		const unsigned char *t = fr->one.bytes;
-		size_t len = fr->one.len;
+		sp->p += n;
+		sp->len -= n;
+		ev->consumed += n;
+	}
+	fr->scanned = fr->scanned > n ? fr->scanned - n : 0;
+}
 
-		while ((q = memchr(p, t[0], (size_t)(end - p))) != NULL) {
-			if ((size_t)(end - q) < len)
-				return 0; /* may go on in the next extent */
-			if (memcmp(q + 1, t + 1, len - 1) == 0) {
-				*start = (size_t)(q - base);
-				*term_len = len;
-				fr->matched = 0;
-				return 1;
-			}
-			p = q + 1;
+/* Hand out up to n frame bytes at q, the front run, under the bound;
+ * *got says how many.  Skipping, they are taken silently and GO_ON is
+ * returned. */
+static int
+deliver(struct async_chat_framer *fr, struct span *sp, const unsigned char *q,
+    size_t n, int held, struct async_chat_framer_event *ev, size_t *got)
+{
+	*got = 0;
+	if (fr->skipping) {
+		take(fr, sp, n, held, ev);
+		*got = n;
+		return GO_ON;
+	}
+	if (fr->max_frame != 0) {
+		uint64_t room = fr->frame_bytes >= fr->max_frame ?
+		    0 : fr->max_frame - fr->frame_bytes;
+
+		if (room == 0) {
+			ev->len = fr->frame_bytes + 1;
+			fr->need = ev->len;
+			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
 		}
-		return 0;
+		if (n > room)
+			n = (size_t)room;
+	}
+	take(fr, sp, n, held, ev);
+	fr->frame_bytes += n;
+	*got = n;
+	ev->data = (const char *)q;
+	ev->len = n;
+	ev->held = held;
+	return emit(fr, ev, ASYNC_CHAT_FRAMER_DATA);
+}
+
+/* The frame's bytes are out: take its terminator and end it. */
+static int
+end_frame(struct async_chat_framer *fr, struct span *sp,
+    struct async_chat_framer_event *ev)
+{
+	size_t t = fr->term_len, c = carry_rest(fr);
+
+	if (c > t)
+		c = t;
+	carry_drop(fr, c);
+	t -= c;
+	if (t > sp->len) /* the caller dropped bytes it had not consumed */
+		t = sp->len;
+	sp->p += t;
+	sp->len -= t;
+	ev->consumed += t;
+	fr->scanned = fr->scanned > fr->term_len ?
+	    fr->scanned - fr->term_len : 0;
+	ev->len = fr->term_len;
+	ev->matched = fr->matched;
+	fr->have_end = 0;
+	fr->frame_bytes = 0;
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH)
+		fr->lf_phase = LF_HEADER;
+	if (fr->skipping) {
+		fr->skipping = 0;
+		return emit(fr, ev, ASYNC_CHAT_FRAMER_SKIPPED);
+	}
+	return emit(fr, ev, ASYNC_CHAT_FRAMER_END);
+}
+
+/* The none terminator, a spent count, or (counter set) a count or a
+ * length-field body: the front run is frame bytes. */
+static int
+stream(struct async_chat_framer *fr, struct span *sp, uint64_t *counter,
+    struct async_chat_framer_event *ev)
+{
+	size_t n, got;
+	int held, rc;
+	const unsigned char *q = front(fr, sp, &n, &held);
+
+	if (n == 0)
+		return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
+	if (counter != NULL && n > *counter)
+		n = (size_t)*counter;
+	/* Count down first, so that the frame's remaining length is known
+	 * when the bytes are handed out. */
+	rc = deliver(fr, sp, q, n, held, ev, &got);
+	if (counter != NULL && got > 0) {
+		*counter -= got;
+		if (*counter == 0) {
+			fr->have_end = 1;
+			fr->term_len = 0;
+			fr->matched = 0;
+		}
+	}
+	return rc;
+}
+
+/* A string, line or alternatives terminator: find the next frame end, or
+ * else the bytes that cannot begin one. */
+static int
+scan_step(struct async_chat_framer *fr, struct span *sp,
+    struct async_chat_framer_event *ev)
+{
+	const size_t rest = carry_rest(fr), total = rest + sp->len;
+	size_t end = 0, term_len = 0;
+	int matched = 0, found = 0;
+
+	if (fr->scanned > total) /* the caller dropped unconsumed bytes */
+		reset_scan(fr);
+	if (fr->scanned < rest) {
+		found = scan(fr, fr->carry + fr->carry_off + fr->scanned,
+		    rest - fr->scanned, &end, &term_len, &matched);
+		end += fr->scanned;
+		fr->scanned = found ? end : rest;
+	}
+	if (!found && fr->scanned < total) {
+		size_t from = fr->scanned - rest;
+
+		found = scan(fr, sp->p + from, sp->len - from, &end, &term_len,
+		    &matched);
+		end += fr->scanned;
+		fr->scanned = found ? end : total;
+	}
+	if (found) {
+		fr->todo = end - term_len;
+		fr->term_len = term_len;
+		fr->matched = matched;
+		fr->have_end = 1;
+		return GO_ON;
+	}
+	fr->todo = total - held_back(fr);
+	if (fr->todo > 0)
+		return GO_ON;
+	/* Everything is a possible terminator prefix: keep it, so the
+	 * caller can let go of the whole span.  (held_back() is shorter
+	 * than the longest terminator, which carry_reserve() made room
+	 * for.) */
+	if (sp->len > 0) {
+		carry_append(fr, sp->p, sp->len);
+		ev->consumed += sp->len;
+		sp->p += sp->len;
+		sp->len = 0;
+	}
+	return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
+}
+
+/*
+ * Length-field frames.  The header is gathered in carry; once complete and
+ * valid, the bound is checked on the frame's delivered length, the
+ * stripped header bytes are dropped and the rest of the header becomes
+ * todo; the body then streams like a count.
+ */
+
+/* The header's length if carry holds it whole, 0 if more is needed, or
+ * (size_t)-1 if the varint is too long. */
+static size_t
+header_length(const struct async_chat_framer *fr, size_t *want)
+{
+	const struct async_chat_length_field *s = &fr->lf;
+	const unsigned char *h = fr->carry + fr->carry_off;
+	size_t rest = carry_rest(fr), k;
+
+	if (s->width != 0) {
+		*want = s->offset + s->width;
+		return rest >= *want ? *want : 0;
+	}
+	for (k = s->offset; k < rest && k < s->offset + 10; k++)
+		if (!(h[k] & 0x80))
+			return k + 1;
+	if (k == s->offset + 10)
+		return (size_t)-1;
+	*want = k + 1;
+	return 0;
+}
+
+/* Gather more header bytes from the span. */
+static void
+gather(struct async_chat_framer *fr, struct span *sp, size_t want,
+    struct async_chat_framer_event *ev)
+{
+	size_t n = want - carry_rest(fr), k;
+
+	if (fr->lf.width == 0 && carry_rest(fr) >= fr->lf.offset) {
+		/* A varint: up to its last byte, within its 10. */
+		n = fr->lf.offset + 10 - carry_rest(fr);
+		for (k = 0; k < n && k < sp->len; k++)
+			if (!(sp->p[k] & 0x80))
+				break;
+		n = k < n ? k + 1 : n;
+	}
+	if (n > sp->len)
+		n = sp->len;
+	carry_append(fr, sp->p, n);
+	sp->p += n;
+	sp->len -= n;
+	ev->consumed += n;
+}
+
+/* Decode and check the header; 0, or -1 if it is invalid. */
+static int
+header_check(struct async_chat_framer *fr, size_t hdr_len)
+{
+	const struct async_chat_length_field *s = &fr->lf;
+	const unsigned char *f = fr->carry + fr->carry_off + s->offset;
+	uint64_t v = 0, body, frame;
+	size_t i;
+
+	if (s->width == 0) {
+		for (i = 0; i < hdr_len - s->offset; i++) {
+			if (i == 9 && (f[i] & 0x7f) > 1)
+				return -1; /* past 64 bits */
+			v |= (uint64_t)(f[i] & 0x7f) << (7 * i);
+		}
+	} else if (s->little_endian) {
+		for (i = s->width; i > 0; i--)
+			v = v << 8 | f[i - 1];
+	} else {
+		for (i = 0; i < s->width; i++)
+			v = v << 8 | f[i];
+	}
+	if (s->adjust < 0) {
+		uint64_t a = (uint64_t)0 - (uint64_t)s->adjust;
+
+		if (v < a)
+			return -1;
+		body = v - a;
+	} else {
+		if (v > UINT64_MAX - (uint64_t)s->adjust)
+			return -1;
+		body = v + (uint64_t)s->adjust;
+	}
+	if (body > UINT64_MAX - hdr_len)
+		return -1;
+	frame = hdr_len + body;
+	if (s->strip > frame)
+		return -1;
+	fr->hdr_len = hdr_len;
+	fr->count = body;
+	fr->lf_total = frame - s->strip;
+	return 0;
+}
+
+static int
+length_step(struct async_chat_framer *fr, struct span *sp,
+    struct async_chat_framer_event *ev)
+{
+	size_t hdr_len, want = 0, n, got;
+	uint64_t cut;
+	int held;
+
+	switch (fr->lf_phase) {
+	case LF_ERROR:
+		return emit(fr, ev, ASYNC_CHAT_FRAMER_LENGTH_ERROR);
+	case LF_HEADER:
+		hdr_len = header_length(fr, &want);
+		if (hdr_len == 0) {
+			if (sp->len == 0)
+				return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
+			gather(fr, sp, want, ev);
+			return GO_ON;
+		}
+		if (hdr_len == (size_t)-1 || header_check(fr, hdr_len) < 0) {
+			fr->lf_phase = LF_ERROR;
+			return emit(fr, ev, ASYNC_CHAT_FRAMER_LENGTH_ERROR);
+		}
+		fr->lf_phase = LF_CHECK;
+		/* fall through */
+	case LF_CHECK:
+		if (!fr->skipping && fr->max_frame != 0 &&
+		    fr->lf_total > fr->max_frame) {
+			ev->len = fr->lf_total;
+			fr->need = fr->lf_total;
+			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
+		}
+		cut = fr->lf.strip < fr->hdr_len ? fr->lf.strip : fr->hdr_len;
+		carry_drop(fr, (size_t)cut);
+		fr->todo = fr->hdr_len - cut;
+		fr->scanned = (size_t)fr->todo;
+		fr->strip_left = fr->lf.strip - cut;
+		fr->lf_phase = LF_BODY;
+		return GO_ON;
+	default: /* LF_BODY */
+		break;
+	}
+	if (fr->strip_left > 0) {
+		const unsigned char *q = front(fr, sp, &n, &held);
+
+		(void)q;
+		if (n == 0)
+			return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
+		if (n > fr->strip_left)
+			n = (size_t)fr->strip_left;
+		take(fr, sp, n, held, ev);
+		fr->strip_left -= n;
+		fr->count -= n;
+		got = n;
+		(void)got;
+		if (fr->count == 0 && fr->strip_left == 0) {
+			fr->have_end = 1;
+			fr->term_len = 0;
+			fr->matched = 0;
+		}
+		return GO_ON;
+	}
+	if (fr->count == 0) {
+		fr->have_end = 1;
+		fr->term_len = 0;
+		fr->matched = 0;
+		return GO_ON;
+	}
+	return stream(fr, sp, &fr->count, ev);
+}
+
+static int
+next_event(struct async_chat_framer *fr, struct span *sp,
+    struct async_chat_framer_event *ev)
+{
+	for (;;) {
+		int rc, held;
+		size_t n, got;
+		const unsigned char *q;
+
+		if (fr->todo > 0) {
+			q = front(fr, sp, &n, &held);
+			if (n == 0) { /* the caller dropped unconsumed bytes */
+				fr->todo = 0;
+				fr->have_end = 0;
+				reset_scan(fr);
+				continue;
+			}
+			if (n > fr->todo)
+				n = (size_t)fr->todo;
+			rc = deliver(fr, sp, q, n, held, ev, &got);
+			fr->todo -= got;
+		} else if (fr->have_end) {
+			return end_frame(fr, sp, ev);
+		} else {
+			switch (fr->kind) {
+			case ASYNC_CHAT_TERM_NONE:
+				rc = stream(fr, sp, NULL, ev);
+				break;
+			case ASYNC_CHAT_TERM_COUNT:
+				rc = stream(fr, sp, fr->count ? &fr->count : NULL,
+				    ev);
+				break;
+			case ASYNC_CHAT_TERM_LENGTH:
+				rc = length_step(fr, sp, ev);
+				break;
+			default:
+				rc = scan_step(fr, sp, ev);
+				break;
+			}
+		}
+		if (rc != GO_ON)
+			return rc;
 	}
 }
 
-/* *progress says whether any input was consumed; without it the caller
- * scans incrementally. */
-static enum framer_status
-feed_extent(struct framer *fr, struct evbuffer *in,
-    const struct framer_sink *sink, void *ctx, int *progress)
+int
+async_chat_framer_next(struct async_chat_framer *fr, const void *data,
+    size_t len, struct async_chat_framer_event *ev)
 {
-	const unsigned term_gen = fr->term_gen, input_gen = fr->input_gen;
-	struct evbuffer_iovec v;
-	const unsigned char *base;
-	size_t pos = 0, start, term_len;
-	enum framer_status st = FRAMER_IDLE;
+	struct span sp;
+
+	if (fr == NULL || ev == NULL || (data == NULL && len > 0)) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(ev, 0, sizeof(*ev));
+	sp.p = data;
+	sp.len = len;
+	return next_event(fr, &sp, ev);
+}
+
+int
+async_chat_framer_finish(struct async_chat_framer *fr,
+    struct async_chat_framer_event *ev)
+{
+	struct span sp = {NULL, 0};
+	size_t n, got;
 	int rc;
 
-	*progress = 0;
-	if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
-		return FRAMER_IDLE;
-	base = v.iov_base;
-	while (find_in_extent(fr, base, pos, v.iov_len, &start, &term_len)) {
-		size_t frame_len = start - pos;
-
-		if (allowance(fr, frame_len) < frame_len)
-			break; /* the incremental scanner reports it */
-		if (frame_len > 0) {
-			rc = sink->bytes(ctx, base + pos, frame_len);
-			if (fr->input_gen != input_gen)
-				return FRAMER_STOPPED; /* discarded */
-			if (rc < 0) {
-				st = FRAMER_NOMEM;
-				break;
-			}
-			if (rc > 0) {
-				/* The frame has ended: found() is owed. */
-				fr->found_owed = 1;
-				pos = start + term_len;
-				st = FRAMER_STOPPED;
-				break;
-			}
-		}
-		pos = start + term_len;
-		fr->frame_bytes = 0;
-		rc = sink->found(ctx);
-		if (fr->input_gen != input_gen)
-			return FRAMER_STOPPED;
-		if (rc) {
-			st = FRAMER_STOPPED;
-			break;
-		}
-		if (fr->term_gen != term_gen)
-			break; /* a callback set a terminator */
+	if (fr == NULL || ev == NULL) {
+		errno = EINVAL;
+		return -1;
 	}
-	if (pos > 0) {
-		evbuffer_drain(in, pos);
-		*progress = 1;
-	}
-	return st;
-}
-
-enum framer_status
-async_chat__framer_feed(struct framer *fr, struct evbuffer *in,
-    const struct framer_sink *sink, void *ctx)
-{
-	if (fr->found_owed) {
-		fr->found_owed = 0;
-		fr->frame_bytes = 0;
-		if (sink->found(ctx))
-			return FRAMER_STOPPED;
-	}
+	memset(ev, 0, sizeof(*ev));
 	for (;;) {
-		size_t avail = evbuffer_get_length(in);
-		size_t frame_len = 0, term_len = 0;
-		enum framer_status st;
-		int found;
-
-		if (avail <= fr->held)
-			return FRAMER_IDLE;
-		if (sink->bytes != NULL && fast_kind(fr)) {
-			int progress;
-
-			st = feed_extent(fr, in, sink, ctx, &progress);
-			if (st != FRAMER_IDLE)
-				return st;
-			if (progress)
-				continue;
+		if (fr->todo > 0 || fr->have_end) {
+			rc = next_event(fr, &sp, ev);
+			if (rc != ASYNC_CHAT_FRAMER_NEED_MORE)
+				return rc;
+			memset(ev, 0, sizeof(*ev));
 		}
-		switch (fr->kind) {
-		case ASYNC_CHAT_TERM_NONE:
-			st = deliver_bounded(fr, in, avail, sink, ctx);
-			if (st != FRAMER_IDLE)
-				return st;
-			continue;
-		case ASYNC_CHAT_TERM_COUNT:
-			if (fr->count == 0) /* spent: frames like none */
-				st = deliver_bounded(fr, in, avail, sink, ctx);
-			else
-				st = feed_count(fr, in, avail, sink, ctx);
-			if (st != FRAMER_IDLE)
-				return st;
-			continue;
-		case ASYNC_CHAT_TERM_STRING:
-			found = scan_string(fr, in, &frame_len, &term_len);
+		if (fr->kind == ASYNC_CHAT_TERM_LENGTH &&
+		    fr->lf_phase == LF_ERROR)
+			return emit(fr, ev, ASYNC_CHAT_FRAMER_LENGTH_ERROR);
+		n = carry_rest(fr);
+		if (n == 0)
 			break;
-		case ASYNC_CHAT_TERM_LINE:
-			found = scan_line(fr, in, &frame_len, &term_len);
-			break;
-		case ASYNC_CHAT_TERM_ANY:
-		default:
-			found = scan_any(fr, in, &frame_len, &term_len);
-			break;
-		}
-		if (!found) {
-			/* Everything before the held-back tail is frame. */
-			st = deliver_bounded(fr, in, avail - fr->held, sink,
-			    ctx);
-			if (st != FRAMER_IDLE)
-				return st;
-			/* The held bytes keep their scan state unless a
-			 * callback set a terminator, which rescans them. */
-			continue;
-		} else {
-			st = take_frame(fr, in, frame_len, term_len, sink,
-			    ctx);
-			if (st != FRAMER_IDLE)
-				return st;
-		}
+		/* What is held (a terminator prefix, a partial header) is
+		 * frame bytes after all. */
+		rc = deliver(fr, &sp, fr->carry + fr->carry_off, n, 1, ev,
+		    &got);
+		if (rc != GO_ON)
+			return rc;
 	}
+	reset_scan(fr);
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH && fr->lf_phase != LF_BODY)
+		fr->lf_phase = LF_HEADER;
+	return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
 }
 
-enum framer_status
-async_chat__framer_finish(struct framer *fr, struct evbuffer *in,
-    const struct framer_sink *sink, void *ctx)
+/*
+ * The encoder for the same frames.
+ */
+ev_ssize_t
+async_chat_length_field_encode(const struct async_chat_length_field *spec,
+    uint64_t payload_len, void *out, size_t size)
 {
-	enum framer_status st = async_chat__framer_feed(fr, in, sink, ctx);
-	size_t rest;
+	unsigned char *o = out, field[10];
+	size_t w = 0, i;
+	uint64_t v;
 
-	if (st != FRAMER_IDLE)
-		return st;
-	rest = evbuffer_get_length(in);
-	reset_scan(fr);
-	if (rest == 0)
-		return FRAMER_IDLE;
-	/* Only a held-back terminator prefix can be left here. */
-	return deliver_bounded(fr, in, rest, sink, ctx);
+	if (out == NULL || async_chat__length_field_check(spec) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (spec->adjust >= 0) {
+		if (payload_len < (uint64_t)spec->adjust) {
+			errno = ERANGE;
+			return -1;
+		}
+		v = payload_len - (uint64_t)spec->adjust;
+	} else {
+		uint64_t a = (uint64_t)0 - (uint64_t)spec->adjust;
+
+		if (payload_len > UINT64_MAX - a) {
+			errno = ERANGE;
+			return -1;
+		}
+		v = payload_len + a;
+	}
+	if (spec->width == 0) {
+		do {
+			field[w] = (unsigned char)(v & 0x7f);
+			v >>= 7;
+			if (v != 0)
+				field[w] |= 0x80;
+			w++;
+		} while (v != 0);
+	} else {
+		w = spec->width;
+		if (w < 8 && (v >> (8 * w)) != 0) {
+			errno = ERANGE;
+			return -1;
+		}
+		for (i = 0; i < w; i++) {
+			unsigned char b = (unsigned char)(v >> (8 * i));
+
+			field[spec->little_endian ? i : w - 1 - i] = b;
+		}
+	}
+	if (size < spec->offset + w) {
+		errno = ENOBUFS;
+		return -1;
+	}
+	memset(o, 0, spec->offset);
+	memcpy(o + spec->offset, field, w);
+	return (ev_ssize_t)(spec->offset + w);
 }

@@ -1,15 +1,13 @@
 /*
- * framer.h - terminator scanning over an evbuffer, with no I/O of its own.
- * The channel feeds it the bufferevent's input; tests and fuzzers feed it
- * plain evbuffers.  Private to libasynchat; never installed.
+ * framer.h - the framer's state, so that a channel can embed one.  The
+ * framer itself is public (include/asynchat.h); this header is private and
+ * never installed.
  */
 #ifndef ASYNCHAT_FRAMER_H_INCLUDED_
 #define ASYNCHAT_FRAMER_H_INCLUDED_
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include <event2/buffer.h>
 
 #include "asynchat.h"
 
@@ -24,74 +22,65 @@ struct framer_pattern {
 	size_t state;     /* bytes of this pattern matched at the scan point */
 };
 
-/*
- * Where the framer sends what it finds.  data() removes len bytes from the
- * front of in (by collecting and draining them, or by moving them
- * elsewhere); when it stops the scan it may have removed fewer, and the
- * rest is framed again on the next feed.  Each returns 0 to go on or
- * non-zero to stop the scan.
- */
-struct framer_sink {
-	int (*data)(void *ctx, struct evbuffer *in, size_t len);
-	int (*found)(void *ctx);
-	/* Optional: take n frame bytes at p, which point into the input and
-	 * which the framer drains itself later; 0 to go on, 1 to stop, -1
-	 * if they could not be taken.  With it the framer splits the frames
-	 * that lie whole in one extent of the input without touching the
-	 * evbuffer per frame. */
-	int (*bytes)(void *ctx, const void *p, size_t n);
+/* Held bytes up to this many live in the framer itself. */
+#define FRAMER_CARRY_INLINE 16
+
+enum framer_lf_phase {
+	LF_HEADER = 0, /* the header is being gathered in carry */
+	LF_CHECK,      /* the header is valid; the bound is yet to allow it */
+	LF_BODY,       /* its bytes are being handed out */
+	LF_ERROR       /* the header is invalid */
 };
 
-struct framer {
+struct async_chat_framer {
 	enum async_chat_terminator_kind kind;
 	struct framer_pattern one;   /* TERM_STRING */
 	struct framer_pattern *many; /* TERM_ANY, allocated on first use */
 	unsigned char *first;        /* TERM_ANY: first bytes, a bitmap */
 	uint8_t npat;                /* patterns in use */
 	uint8_t many_cap;            /* patterns allocated in many */
-	uint64_t count;       /* TERM_COUNT: bytes still missing */
-	size_t held;          /* bytes at the front of the input already scanned */
-	uint64_t frame_bytes; /* bytes of the current frame delivered */
+	uint8_t skipping;            /* async_chat_framer_skip() */
+	uint8_t lf_phase;            /* TERM_LENGTH: enum framer_lf_phase */
+	int matched;                 /* alternative of the owed frame end */
+
+	/* TERM_COUNT: bytes still missing; TERM_LENGTH: body bytes. */
+	uint64_t count;
 	uint64_t max_frame;   /* 0: no bound */
-	int matched;          /* alternative that ended the last frame */
-	/* A count's last bytes went to a data() that stopped the scan:
-	 * found() runs first on the next feed. */
-	int found_owed;
-	/* Bumped when the terminator changes or the input is discarded, so a
-	 * scan in progress notices what a callback did. */
-	unsigned term_gen;
-	unsigned input_gen;
+	uint64_t frame_bytes; /* bytes of the current frame delivered */
+	uint64_t need;        /* last TOO_LONG: the bound needed, else 0 */
+
+	/*
+	 * The unconsumed stream is carry[carry_off..carry_len) followed by
+	 * the caller's span.  scanned of its bytes have been looked at by
+	 * the current terminator's scanner; todo of them are frame bytes
+	 * still to hand out, and if have_end is set term_len terminator
+	 * bytes follow them.
+	 */
+	unsigned char *carry;
+	size_t carry_off, carry_len, carry_cap;
+	size_t scanned;
+	uint64_t todo;
+	size_t term_len;
+	int have_end;
+
+	/* TERM_LENGTH */
+	struct async_chat_length_field lf;
+	size_t hdr_len;       /* the header's length once known */
+	uint64_t strip_left;  /* body bytes still to drop */
+	uint64_t lf_total;    /* delivered length of the frame */
+
+	unsigned char carry_inline[FRAMER_CARRY_INLINE];
 };
 
-/* What async_chat__framer_feed() and async_chat__framer_finish() return. */
-enum framer_status {
-	FRAMER_IDLE = 0,      /* the input holds only held-back bytes */
-	FRAMER_STOPPED = 1,   /* a sink callback asked to stop */
-	FRAMER_TOO_LONG = 2,  /* the frame bound was reached */
-	FRAMER_NOMEM = 3      /* the sink could not move the bytes */
-};
+/* For a framer embedded in another object. */
+void async_chat__framer_init(struct async_chat_framer *fr);
+void async_chat__framer_clear(struct async_chat_framer *fr);
 
-void async_chat__framer_init(struct framer *fr);
-void async_chat__framer_clear(struct framer *fr);
+/* 1 if the framer would report TOO_LONG again under its current bound,
+ * 2 if it would report LENGTH_ERROR again, else 0. */
+int async_chat__framer_stuck(const struct async_chat_framer *fr);
 
-int async_chat__framer_set_string(struct framer *fr, const void *term, size_t len);
-int async_chat__framer_set_count(struct framer *fr, uint64_t count);
-void async_chat__framer_set_none(struct framer *fr);
-void async_chat__framer_set_line(struct framer *fr);
-int async_chat__framer_set_any(struct framer *fr, const void *const *terms,
-    const size_t *lens, size_t n);
-void async_chat__framer_get(const struct framer *fr, struct async_chat_terminator *out);
-
-/* Forget the held-back bytes (the caller drains or rescans the input). */
-void async_chat__framer_discard(struct framer *fr);
-
-/* Frame the bytes of in until only a possible terminator prefix is left. */
-enum framer_status async_chat__framer_feed(struct framer *fr, struct evbuffer *in,
-    const struct framer_sink *sink, void *ctx);
-
-/* End of input: frame what is left, then hand the held-back bytes to
- * data() as ordinary frame bytes. */
-enum framer_status async_chat__framer_finish(struct framer *fr, struct evbuffer *in,
-    const struct framer_sink *sink, void *ctx);
+/* Check a length-field spec; -1 with errno EINVAL if it is not valid. */
+int async_chat__length_field_check(const struct async_chat_length_field *spec);
 
 #endif /* ASYNCHAT_FRAMER_H_INCLUDED_ */

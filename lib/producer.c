@@ -147,6 +147,72 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	return push_done(chat, queued, len, evbuffer_add(target, data, len));
 }
 
+/* Add the header and the payload to target in one commit, so that a
+ * frame is queued whole or not at all. */
+static int
+add_framed(struct evbuffer *target, const unsigned char *hdr, size_t n,
+    const void *data, size_t len)
+{
+	struct evbuffer_iovec v;
+
+	if (evbuffer_reserve_space(target, (ev_ssize_t)(n + len), &v, 1) < 1)
+		return -1;
+	memcpy(v.iov_base, hdr, n);
+	if (len > 0)
+		memcpy((char *)v.iov_base + n, data, len);
+	v.iov_len = n + len;
+	return evbuffer_commit_space(target, &v, 1);
+}
+
+int
+async_chat_push_length_prefixed(struct async_chat *chat,
+    const struct async_chat_length_field *spec, const void *data, size_t len)
+{
+	unsigned char small[64], *hdr = small;
+	struct evbuffer *target;
+	ev_ssize_t n;
+	int queued, rc;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if (data == NULL && len > 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (spec == NULL) {
+		if (chat->fr.kind != ASYNC_CHAT_TERM_LENGTH) {
+			errno = EINVAL;
+			return -1;
+		}
+		spec = &chat->fr.lf;
+	}
+	if (async_chat__length_field_check(spec) < 0)
+		return -1;
+	if (len > ((size_t)-1 >> 1) - spec->offset - 10) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	if (spec->offset + 10 > sizeof(small) &&
+	    (hdr = malloc(spec->offset + 10)) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	n = async_chat_length_field_encode(spec, len, hdr, spec->offset + 10);
+	if (n < 0 || (target = push_target(chat, &queued)) == NULL) {
+		int saved = n < 0 ? errno : ENOMEM;
+
+		if (hdr != small)
+			free(hdr);
+		errno = saved;
+		return -1;
+	}
+	async_chat__enter(chat);
+	rc = add_framed(target, hdr, (size_t)n, data, len);
+	if (hdr != small)
+		free(hdr);
+	return push_done(chat, queued, (size_t)n + len, rc);
+}
+
 /* Moving a chain per small buffer would make the output a list of tiny
  * chains, written an iovec each: copy small contents onto the end of the
  * target instead (one copy, usually into the chain already there). */
@@ -592,9 +658,7 @@ async_chat__output_refill(struct async_chat *chat, int from_loop)
 				 * that fails (the default handle_error
 				 * closes) or closes the channel must not free
 				 * it under an API call. */
-				bufferevent_trigger(chat->bev, EV_WRITE,
-				    BEV_TRIG_IGNORE_WATERMARKS |
-					BEV_TRIG_DEFER_CALLBACKS);
+				async_chat__defer(chat, DEFER_WRITE);
 				break;
 			}
 			if (pull_producer(chat, e, out))
@@ -609,9 +673,7 @@ async_chat__output_refill(struct async_chat *chat, int from_loop)
 			async_chat_close(chat);
 		} else {
 			/* Never free the channel under an API call. */
-			bufferevent_trigger(chat->bev, EV_WRITE,
-			    BEV_TRIG_IGNORE_WATERMARKS |
-				BEV_TRIG_DEFER_CALLBACKS);
+			async_chat__defer(chat, DEFER_WRITE);
 			break;
 		}
 	}
@@ -625,9 +687,7 @@ async_chat__output_refill(struct async_chat *chat, int from_loop)
 		} else {
 			/* Nothing more will be written, so no write
 			 * callback would say the queue drained. */
-			bufferevent_trigger(chat->bev, EV_WRITE,
-			    BEV_TRIG_IGNORE_WATERMARKS |
-				BEV_TRIG_DEFER_CALLBACKS);
+			async_chat__defer(chat, DEFER_WRITE);
 		}
 	}
 	async_chat__leave(chat);
