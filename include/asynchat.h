@@ -33,6 +33,10 @@
  * whatever the chunking of the input.  collect_incoming_data is never
  * called with zero bytes.
  *
+ * The framing itself is the framer's (see "The framer" below): a channel
+ * is one client of it, and an application with other I/O frames bytes
+ * with exactly the same rules.
+ *
  * If the collect_incoming_data handler is NULL the channel runs in message
  * mode: it keeps the frame's bytes in its own evbuffer (moving libevent's
  * chains for long runs, copying short ones), and found_terminator takes
@@ -222,8 +226,9 @@ struct async_chat_handlers {
 	void (*handle_drain)(struct async_chat *chat, void *arg);
 	/** Called exactly once when the channel is closed, whatever closed it
 	 * (async_chat_close(), close_when_done() completing, a default
-	 * handler), so the application can release arg.  The channel may not
-	 * be used inside it.  NULL: nothing. */
+	 * handler), so the application can release arg.  Calls on the
+	 * channel inside it fail with ENOTCONN, except the queries that
+	 * answer after close (see RE-ENTRANCY AND LIFETIME).  NULL: nothing. */
 	void (*handle_free)(struct async_chat *chat, void *arg);
 };
 
@@ -238,7 +243,9 @@ struct async_chat_producer_ops {
 	 * Required. */
 	int (*more)(void *ctx, struct evbuffer *out, size_t size_hint);
 	/** Called once when the channel is done with the producer:
-	 * exhausted, failed, discarded or the channel closed.  Optional. */
+	 * exhausted, failed, discarded or the channel closed.  Any API call
+	 * may be made in it (on a closing channel they fail with
+	 * ENOTCONN).  Optional. */
 	void (*free)(void *ctx);
 };
 
@@ -391,22 +398,31 @@ int async_chat_dns_error(const struct async_chat *chat);
 
 /**
  * Close the channel now: discard unsent output and unread input, free the
- * producers (their free callbacks run), close the connection (the partner
- * of a bufferevent pair gets an EOF; if the partner defers its callbacks,
- * let the loop run once before event_base_free(), as for any deferred
- * libevent callback), run handle_free, and release the channel.  libevent sends no TLS close_notify when it frees a TLS
- * bufferevent; an application that wants one calls SSL_shutdown() in
- * handle_free.  Safe inside any callback,
- * including this channel's own: the memory is then released when the
- * callback returns, and no further callback runs.  NULL and a channel
- * already closed are ignored.
+ * producers (their free callbacks run), run the cleanups of references no
+ * longer queued, close the connection (the partner of a bufferevent pair
+ * gets an EOF; if the partner defers its callbacks, let the loop run once
+ * before event_base_free(), as for any deferred libevent callback), run
+ * handle_free, and release the channel.  A channel made by
+ * async_chat_new() has closed its socket when this returns; an adopted
+ * bufferevent is freed as libevent frees any, which for libevent 2.1
+ * finishes on the next loop turn or in event_base_free().  No work of
+ * the channel's stays scheduled: event_base_free() may follow at once.
+ * libevent sends no TLS close_notify when it frees a TLS bufferevent; an
+ * application that wants one calls SSL_shutdown() in handle_free.
+ *
+ * Safe inside any callback, including this channel's own: the memory is
+ * then released when the outermost callback returns, and no further
+ * callback runs.  NULL is ignored, and so is a second close on the
+ * callback stack of the first; from application code a closed channel is
+ * gone, as after free().
  */
 void async_chat_close(struct async_chat *chat);
 
 /**
  * Queue a close: everything queued before it is sent, then the channel
  * closes as with async_chat_close().  Reading goes on meanwhile.  Later
- * pushes fail with EPIPE.
+ * pushes, even empty ones, fail with EPIPE.  A second call does nothing;
+ * after async_chat_shutdown_when_done() the close follows the shutdown.
  *
  * @return 0, or -1 with errno EINVAL (NULL), ENOTCONN (closed) or ENOMEM.
  */
@@ -416,7 +432,7 @@ int async_chat_close_when_done(struct async_chat *chat);
  * Queue a half-close: once everything queued before it is sent, the
  * channel shuts down its sending side (shutdown(SHUT_WR) on a socket; an
  * EOF to the partner of a bufferevent pair) and keeps reading.  Later
- * pushes fail with EPIPE.  On a TLS bufferevent this is a TCP half-close
+ * pushes fail with EPIPE.  A second call does nothing.  On a TLS bufferevent this is a TCP half-close
  * of the underlying socket, without a TLS close_notify.
  *
  * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (close_when_done()
@@ -574,7 +590,8 @@ struct evbuffer *async_chat_incoming(struct async_chat *chat);
  * order.  len 0 queues nothing.
  * @return 0, or -1 with errno EINVAL (NULL channel, NULL data with
  *   len > 0), ENOTCONN (closed), EPIPE (after close_when_done or
- *   shutdown_when_done) or ENOMEM.
+ *   shutdown_when_done, even for len 0), EMSGSIZE (len, with what is
+ *   already pending, above EV_SSIZE_MAX) or ENOMEM.
  */
 int async_chat_push(struct async_chat *chat, const void *data, size_t len);
 
@@ -592,6 +609,12 @@ int async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf);
  * Queue len bytes at data without copying them; cleanup(data, len,
  * cleanup_arg) runs once they have been sent or dropped (at once for len
  * 0).  data must stay valid and unchanged until then.  cleanup may be NULL.
+ * libevent frees sent bytes from inside its own buffer code, where no call
+ * is safe, so the channel runs cleanup from its event loop callback just
+ * after (or inside discard_buffers() and close() for bytes they drop):
+ * every API call may be made in it.  Bytes a bufferevent pair handed to
+ * its partner may outlive the channel; their cleanup then runs when
+ * libevent frees them, with the channel gone.
  * @return 0, or -1 with errno as async_chat_push(); on failure cleanup does
  *   not run and data stays the caller's.
  */
@@ -655,7 +678,9 @@ int async_chat_push_with_producer(struct async_chat *chat,
 
 /**
  * Queue a producer that serves a copy of data buffer_size bytes at a time
- * (asynchat's simple_producer).  buffer_size 0 means 512, as in asynchat.
+ * (asynchat's simple_producer).  buffer_size 0 means asynchat's default,
+ * 512 (an explicit 0 in CPython sends nothing at all, which no caller
+ * wants).
  * @return 0, or -1 with errno as async_chat_push() or EINVAL (buffer_size
  *   above ASYNC_CHAT_BUFFER_SIZE_MAX).
  */

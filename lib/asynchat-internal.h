@@ -58,8 +58,12 @@ enum conn_state {
 enum {
 	DEFER_READ = 1,  /* frame what is buffered (and a pending EOF) */
 	DEFER_WRITE = 2, /* refill the output from the loop */
-	DEFER_ERROR = 4  /* report pending_error */
+	DEFER_ERROR = 4, /* report pending_error */
+	DEFER_CLEANUP = 8 /* run the cleanups of references sent */
 };
+
+struct async_chat__ref;
+struct async_chat__ref_owner;
 
 struct async_chat {
 	struct bufferevent *bev;
@@ -71,6 +75,8 @@ struct async_chat {
 
 	struct fifo_entry *head, *tail;
 	size_t queued;             /* bytes in FIFO_DATA entries */
+	struct async_chat__ref_owner *ref_owner; /* made on first reference */
+	struct async_chat__ref *refs_done, *refs_tail; /* cleanups to run */
 
 	size_t in_buffer_size;
 	size_t out_buffer_size;
@@ -95,6 +101,7 @@ struct async_chat {
 	unsigned discarded : 1;    /* the input was dropped under the loop */
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 	unsigned files : 1;        /* push_file() has been used */
+	unsigned own_socket : 1;   /* made by async_chat_new(): a socket */
 };
 
 /* channel.c */
@@ -117,5 +124,10 @@ int async_chat__defer(struct async_chat *chat, unsigned what);
 void async_chat__output_refill(struct async_chat *chat, int from_loop);
 /* Drop queued data and producers (and markers unless keep_markers). */
 void async_chat__output_clear(struct async_chat *chat, int keep_markers);
+/* Run the cleanups of the references whose chains libevent freed. */
+void async_chat__run_cleanups(struct async_chat *chat);
+/* The channel is being released: cleanups of chains still alive run as
+ * soon as libevent frees them. */
+void async_chat__release_refs(struct async_chat *chat);
 
 #endif /* ASYNCHAT_INTERNAL_H_INCLUDED_ */

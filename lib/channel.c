@@ -70,8 +70,11 @@ destroy(struct async_chat *chat)
 {
 	if (chat->deferred != NULL)
 		event_free(chat->deferred);
+	/* Chains freed from here on run their cleanups at once. */
+	async_chat__release_refs(chat);
 	if (chat->bev != NULL)
 		bufferevent_free(chat->bev);
+	async_chat__run_cleanups(chat);
 	if (chat->incoming != NULL)
 		evbuffer_free(chat->incoming);
 	async_chat__framer_clear(&chat->fr);
@@ -109,8 +112,19 @@ async_chat_close(struct async_chat *chat)
 	chat->pending = 0;
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
+	if (chat->own_socket) {
+		/* libevent 2.1 closes a freed bufferevent's socket only when
+		 * it finalizes it, on the next loop turn: close ours now. */
+		evutil_socket_t fd = bufferevent_getfd(chat->bev);
+
+		if (fd >= 0) {
+			bufferevent_setfd(chat->bev, -1);
+			evutil_closesocket(fd);
+		}
+	}
 	async_chat__tell_partner_eof(chat);
 	async_chat__output_clear(chat, 0);
+	async_chat__run_cleanups(chat);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
 	async_chat__leave(chat);
@@ -172,6 +186,8 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 		chat->conn = CONN_DOWN;
 		async_chat__fail(chat, err);
 	}
+	if (bits & DEFER_CLEANUP)
+		async_chat__run_cleanups(chat);
 	if ((bits & DEFER_WRITE) && !chat->closed)
 		async_chat__output_refill(chat, 1);
 	if ((bits & DEFER_READ) && !chat->closed)
@@ -648,6 +664,7 @@ async_chat_new(struct event_base *base, evutil_socket_t fd,
 		return NULL;
 	}
 	chat->conn = fd >= 0 ? CONN_UP : CONN_NONE;
+	chat->own_socket = 1;
 	return chat;
 }
 
@@ -876,6 +893,9 @@ async_chat_discard_buffers(struct async_chat *chat)
 		evbuffer_freeze(out, 1);
 	}
 	async_chat__output_clear(chat, 1);
+	/* Not inside libevent here: the cleanups of the references just
+	 * dropped can run now, as the caller expects. */
+	async_chat__run_cleanups(chat);
 	if (!chat->closed)
 		async_chat__output_refill(chat, 0);
 	async_chat__leave(chat);

@@ -19,6 +19,21 @@
 
 #include "asynchat-internal.h"
 
+/* A length the output can hold: libevent counts in ev_ssize_t, and
+ * async_chat_output_pending() must not wrap. */
+static int
+length_check(const struct async_chat *chat, size_t len)
+{
+	size_t have = evbuffer_get_length(bufferevent_get_output(chat->bev)) +
+	    chat->queued;
+
+	if (len > (size_t)EV_SSIZE_MAX || len > (size_t)EV_SSIZE_MAX - have) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	return 0;
+}
+
 static int
 push_check(const struct async_chat *chat)
 {
@@ -130,7 +145,7 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	struct evbuffer *target;
 	int queued;
 
-	if (push_check(chat) < 0)
+	if (push_check(chat) < 0 || length_check(chat, len) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
 		errno = EINVAL;
@@ -192,6 +207,8 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		errno = EMSGSIZE;
 		return -1;
 	}
+	if (length_check(chat, len + spec->offset + 10) < 0)
+		return -1;
 	if (spec->offset + 10 > sizeof(small) &&
 	    (hdr = malloc(spec->offset + 10)) == NULL) {
 		errno = ENOMEM;
@@ -250,6 +267,8 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	len = evbuffer_get_length(buf);
 	if (len == 0)
 		return 0;
+	if (length_check(chat, len) < 0)
+		return -1;
 	target = push_target(chat, &queued);
 	if (target == NULL) {
 		errno = ENOMEM;
@@ -259,15 +278,101 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	return push_done(chat, queued, len, add_buffer(target, buf, len));
 }
 
+/*
+ * References.  libevent runs a reference's cleanup when it frees the
+ * chain, which can be inside evbuffer_drain() on this channel's output,
+ * where no API call is safe.  So the channel runs the application's
+ * cleanup later, from its deferred callback, or when it is released.  A
+ * chain can outlive the channel (a bufferevent pair hands chains to its
+ * partner): the shared owner then says the channel is gone, and the
+ * cleanup runs at once.
+ */
+struct async_chat__ref_owner {
+	struct async_chat *chat; /* NULL once the channel is released */
+	size_t refs;             /* the channel's, plus one per reference */
+};
+
+struct async_chat__ref {
+	struct async_chat__ref *next;
+	struct async_chat__ref_owner *owner;
+	void (*cleanup)(const void *data, size_t len, void *arg);
+	void *arg;
+	const void *data;
+	size_t len;
+};
+
+static void
+owner_release(struct async_chat__ref_owner *owner)
+{
+	if (--owner->refs == 0)
+		free(owner);
+}
+
+static void
+ref_run(struct async_chat__ref *r)
+{
+	struct async_chat__ref_owner *owner = r->owner;
+
+	if (r->cleanup != NULL)
+		r->cleanup(r->data, r->len, r->arg);
+	free(r);
+	owner_release(owner);
+}
+
+static void
+ref_freed(const void *data, size_t len, void *extra)
+{
+	struct async_chat__ref *r = extra;
+	struct async_chat *chat = r->owner->chat;
+
+	r->data = data;
+	r->len = len;
+	if (chat == NULL) {
+		ref_run(r);
+		return;
+	}
+	r->next = NULL;
+	if (chat->refs_tail != NULL)
+		chat->refs_tail->next = r;
+	else
+		chat->refs_done = r;
+	chat->refs_tail = r;
+	async_chat__defer(chat, DEFER_CLEANUP);
+}
+
+void
+async_chat__run_cleanups(struct async_chat *chat)
+{
+	struct async_chat__ref *r;
+
+	while ((r = chat->refs_done) != NULL) {
+		chat->refs_done = r->next;
+		if (chat->refs_done == NULL)
+			chat->refs_tail = NULL;
+		ref_run(r);
+	}
+}
+
+void
+async_chat__release_refs(struct async_chat *chat)
+{
+	if (chat->ref_owner == NULL)
+		return;
+	chat->ref_owner->chat = NULL;
+	owner_release(chat->ref_owner);
+	chat->ref_owner = NULL;
+}
+
 int
 async_chat_push_reference(struct async_chat *chat, const void *data,
     size_t len, void (*cleanup)(const void *data, size_t len, void *arg),
     void *cleanup_arg)
 {
 	struct evbuffer *target;
-	int queued;
+	struct async_chat__ref *r;
+	int queued, rc;
 
-	if (push_check(chat) < 0)
+	if (push_check(chat) < 0 || length_check(chat, len) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
 		errno = EINVAL;
@@ -278,14 +383,32 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 			cleanup(data, len, cleanup_arg);
 		return 0;
 	}
-	target = push_target(chat, &queued);
-	if (target == NULL) {
+	if (chat->ref_owner == NULL) {
+		chat->ref_owner = calloc(1, sizeof(*chat->ref_owner));
+		if (chat->ref_owner == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
+		chat->ref_owner->chat = chat;
+		chat->ref_owner->refs = 1;
+	}
+	r = malloc(sizeof(*r));
+	if (r == NULL || (target = push_target(chat, &queued)) == NULL) {
+		free(r);
 		errno = ENOMEM;
 		return -1;
 	}
+	r->owner = chat->ref_owner;
+	r->cleanup = cleanup;
+	r->arg = cleanup_arg;
+	r->owner->refs++;
 	async_chat__enter(chat);
-	return push_done(chat, queued, len,
-	    evbuffer_add_reference(target, data, len, cleanup, cleanup_arg));
+	rc = evbuffer_add_reference(target, data, len, ref_freed, r);
+	if (rc < 0) {
+		r->owner->refs--;
+		free(r);
+	}
+	return push_done(chat, queued, len, rc);
 }
 
 /*
@@ -565,17 +688,29 @@ async_chat_output_pending(const struct async_chat *chat)
 void
 async_chat__output_clear(struct async_chat *chat, int keep_markers)
 {
-	struct fifo_entry **link = &chat->head, *e;
+	struct fifo_entry *e = chat->head, *next, *doomed = NULL;
 
-	chat->tail = NULL;
-	while ((e = *link) != NULL) {
+	/* Unlink everything first: a producer's free() may push, discard
+	 * or close, and must find the queue as it will be. */
+	chat->head = chat->tail = NULL;
+	for (; e != NULL; e = next) {
+		next = e->next;
 		if (keep_markers &&
 		    (e->kind == FIFO_CLOSE || e->kind == FIFO_SHUTDOWN)) {
-			chat->tail = e;
-			link = &e->next;
-			continue;
+			entry_append(chat, e);
+		} else {
+			e->next = doomed;
+			doomed = e;
 		}
-		*link = e->next;
+	}
+	/* Free in queue order. */
+	for (e = NULL; doomed != NULL; doomed = next) {
+		next = doomed->next;
+		doomed->next = e;
+		e = doomed;
+	}
+	for (; e != NULL; e = next) {
+		next = e->next;
 		if (e->busy)
 			e->dropped = 1; /* freed when its more() returns */
 		else
