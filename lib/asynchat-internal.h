@@ -1,6 +1,6 @@
 /*
  * asynchat-internal.h - the channel's state, shared by channel.c (input,
- * lifecycle) and producer.c (the output FIFO).  Private; never installed.
+ * lifecycle) and output.c (the output FIFO).  Private; never installed.
  */
 #ifndef ASYNCHAT_INTERNAL_H_INCLUDED_
 #define ASYNCHAT_INTERNAL_H_INCLUDED_
@@ -113,15 +113,25 @@ int async_chat__tell_partner_eof(struct async_chat *chat);
  * scheduled. */
 int async_chat__defer(struct async_chat *chat, unsigned what);
 
-/* producer.c */
+/* Fill the output and act on what it met (see channel.c).  From an API
+ * call an error report (ENOMEM) may close the channel and release it:
+ * callers touch it no more afterwards. */
+void async_chat__refill(struct async_chat *chat, int from_loop);
+
+/* output.c */
+/* What async_chat__output_fill() met. */
+enum {
+	OUT_FULL = 1,      /* the output buffer has enough for now */
+	OUT_MORE = 2,      /* a producer waits to run from the loop */
+	OUT_CLOSE = 4,     /* the close marker is reached, all before it sent */
+	OUT_DRAINED = 8,   /* nothing is queued or unsent any more */
+	OUT_NOMEM = 16,    /* moving queued data failed */
+	OUT_PRODUCER = 32  /* a producer failed; it has been freed */
+};
 /* Move queued entries to the output buffer while it is below
- * out_buffer_size.  from_loop: called from the channel's own write,
- * event or deferred callback, where the channel may close and
- * handle_drain may run.  From an API call it runs no producer and closes
- * nothing itself, but an error report (ENOMEM) or a reference's cleanup
- * may close the channel and release it: callers touch it no more
- * afterwards. */
-void async_chat__output_refill(struct async_chat *chat, int from_loop);
+ * out_buffer_size, running producers only if pull.  Returns OUT_* bits
+ * (never OUT_FULL). */
+unsigned async_chat__output_fill(struct async_chat *chat, int pull);
 /* Drop queued data and producers (and markers unless keep_markers). */
 void async_chat__output_clear(struct async_chat *chat, int keep_markers);
 /* Run the cleanups of the references whose chains libevent freed. */

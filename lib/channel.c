@@ -1,7 +1,7 @@
 /*
  * channel.c - the async_chat channel: bufferevent glue, the input side
  * (framer sinks, EOF, errors), lifecycle and deferred destruction, and the
- * small public accessors.  The output FIFO lives in producer.c.
+ * small public accessors.  The output FIFO lives in output.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -130,21 +130,44 @@ async_chat_close(struct async_chat *chat)
 	async_chat__leave(chat);
 }
 
-/* One end of a bufferevent pair has no socket to close or shut down: give
- * the other end its EOF as closing a socket would.  Not with
- * bufferevent_flush(BEV_FINISHED), which in libevent 2.1 leaks the partner
- * if it frees itself in the callback; not deferred either, which leaks it
- * if the application frees the event_base before the loop runs again.
- * Returns 0, or -1 when bev is not a pair. */
-int
-async_chat__tell_partner_eof(struct async_chat *chat)
+/* Fill the output and act on what the fill met.  from_loop: called from
+ * the channel's own loop callbacks, where producers run, the channel may
+ * close and handle_drain may run; from an API call those wait for the
+ * deferred callback. */
+void
+async_chat__refill(struct async_chat *chat, int from_loop)
 {
-	struct bufferevent *partner = bufferevent_pair_get_partner(chat->bev);
+	unsigned st;
+	int guard;
 
-	if (partner == NULL)
-		return -1;
-	bufferevent_trigger_event(partner, BEV_EVENT_EOF | BEV_EVENT_READING, 0);
-	return 0;
+	async_chat__enter(chat);
+	/* Each failure drops the entry that failed: the rest of the queue
+	 * goes on if the handler keeps the channel. */
+	for (guard = 0; !chat->closed && guard < 64; guard++) {
+		st = async_chat__output_fill(chat, from_loop);
+		if (st & OUT_NOMEM) {
+			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+			break;
+		}
+		if (st & OUT_PRODUCER) {
+			async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
+			continue;
+		}
+		if (!from_loop && (st & (OUT_MORE | OUT_CLOSE | OUT_DRAINED))) {
+			/* Nothing more may be written now, so no write
+			 * callback would see the marker or say the queue
+			 * drained. */
+			async_chat__defer(chat, DEFER_WRITE);
+		} else if (st & OUT_CLOSE) {
+			async_chat_close(chat);
+		} else if (st & OUT_DRAINED) {
+			chat->output_busy = 0;
+			if (chat->h->handle_drain != NULL)
+				chat->h->handle_drain(chat, chat->arg);
+		}
+		break;
+	}
+	async_chat__leave(chat);
 }
 
 /* An error that the application hears of through handle_error. */
@@ -189,7 +212,7 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 	if (bits & DEFER_CLEANUP)
 		async_chat__run_cleanups(chat);
 	if ((bits & DEFER_WRITE) && !chat->closed)
-		async_chat__output_refill(chat, 1);
+		async_chat__refill(chat, 1);
 	if ((bits & DEFER_READ) && !chat->closed)
 		readcb(chat->bev, chat);
 	async_chat__leave(chat);
@@ -514,7 +537,7 @@ writecb(struct bufferevent *bev, void *ctx)
 
 	(void)bev;
 	async_chat__enter(chat);
-	async_chat__output_refill(chat, 1);
+	async_chat__refill(chat, 1);
 	async_chat__leave(chat);
 }
 
@@ -544,7 +567,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 		if (chat->h->handle_connect != NULL)
 			chat->h->handle_connect(chat, chat->arg);
 		/* Data pushed while connecting may wait behind a producer. */
-		async_chat__output_refill(chat, 1);
+		async_chat__refill(chat, 1);
 	} else if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_WRITING) &&
 	    chat->files) {
 		/* A socket write that wrote nothing: a file pushed with
@@ -897,7 +920,7 @@ async_chat_discard_buffers(struct async_chat *chat)
 	 * dropped can run now, as the caller expects. */
 	async_chat__run_cleanups(chat);
 	if (!chat->closed)
-		async_chat__output_refill(chat, 0);
+		async_chat__refill(chat, 0);
 	async_chat__leave(chat);
 	return 0;
 }

@@ -1,7 +1,9 @@
 /*
- * producer.c - the output side of a channel: the FIFO of pushed data,
- * producers and close/shutdown markers, its refill from the write
- * callback, and the built-in producers (simple buffer, file range).
+ * output.c - the output side of a channel: the FIFO of pushed data,
+ * producers and close/shutdown markers, its fill of the bufferevent's
+ * output, and the built-in producers (simple buffer, file range).  The
+ * fill reports what it met (a close marker reached, a failure, the queue
+ * drained) and channel.c acts on it.
  *
  * Pushed bytes go straight into the bufferevent's output buffer while
  * nothing waits in the FIFO; behind a producer they wait in a FIFO_DATA
@@ -430,7 +432,7 @@ queue_producer(struct async_chat *chat,
 	e->u.producer.ctx = ctx;
 	entry_append(chat, e);
 	chat->output_busy = 1;
-	async_chat__output_refill(chat, 0); /* may release the channel: touch it no more */
+	async_chat__refill(chat, 0); /* may release the channel: touch it no more */
 	return 0;
 }
 
@@ -609,7 +611,7 @@ queue_marker(struct async_chat *chat, enum fifo_kind kind)
 	}
 	e->kind = kind;
 	entry_append(chat, e);
-	async_chat__output_refill(chat, 0); /* may release the channel: touch it no more */
+	async_chat__refill(chat, 0); /* may release the channel: touch it no more */
 	return 0;
 }
 
@@ -627,7 +629,7 @@ async_chat_close_when_done(struct async_chat *chat)
 	if (chat->close_queued)
 		return 0;
 	/* Set before queueing: the channel must not be touched after the
-	 * refill (see async_chat__output_refill()). */
+	 * refill (see async_chat__refill()). */
 	chat->close_queued = 1;
 	if (queue_marker(chat, FIFO_CLOSE) < 0) {
 		chat->close_queued = 0;
@@ -658,6 +660,23 @@ async_chat_shutdown_when_done(struct async_chat *chat)
 		chat->shut_queued = 0;
 		return -1;
 	}
+	return 0;
+}
+
+/* One end of a bufferevent pair has no socket to close or shut down: give
+ * the other end its EOF as closing a socket would.  Not with
+ * bufferevent_flush(BEV_FINISHED), which in libevent 2.1 leaks the partner
+ * if it frees itself in the callback; not deferred either, which leaks it
+ * if the application frees the event_base before the loop runs again.
+ * Returns 0, or -1 when bev is not a pair. */
+int
+async_chat__tell_partner_eof(struct async_chat *chat)
+{
+	struct bufferevent *partner = bufferevent_pair_get_partner(chat->bev);
+
+	if (partner == NULL)
+		return -1;
+	bufferevent_trigger_event(partner, BEV_EVENT_EOF | BEV_EVENT_READING, 0);
 	return 0;
 }
 
@@ -726,9 +745,9 @@ count_added(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 	*(size_t *)arg += info->n_added;
 }
 
-/* Pull one piece from the producer at the head.  Returns 0 to go on, 1
- * when the output buffer has enough for now. */
-static int
+/* Pull one piece from the producer at the head.  Returns 0 to go on,
+ * OUT_FULL when the output buffer has enough for now, or an error bit. */
+static unsigned
 pull_producer(struct async_chat *chat, struct fifo_entry *e,
     struct evbuffer *out)
 {
@@ -737,15 +756,13 @@ pull_producer(struct async_chat *chat, struct fifo_entry *e,
 	int rc;
 
 	if (evbuffer_get_length(out) >= chat->out_buffer_size)
-		return 1;
+		return OUT_FULL;
 	/* Count what more() adds instead of comparing lengths: a
 	 * bufferevent pair hands the bytes to its partner inside the add,
 	 * so the output buffer can be as empty after a piece as before. */
 	counter = evbuffer_add_cb(out, count_added, &added);
-	if (counter == NULL) {
-		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
-		return 1;
-	}
+	if (counter == NULL)
+		return OUT_NOMEM;
 	e->busy = 1;
 	rc = e->u.producer.ops->more(e->u.producer.ctx, out,
 	    chat->out_buffer_size);
@@ -760,70 +777,50 @@ pull_producer(struct async_chat *chat, struct fifo_entry *e,
 		entry_pop(chat);
 		entry_free(chat, e);
 		if (rc < 0)
-			async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
+			return OUT_PRODUCER;
 	}
 	return 0;
 }
 
-void
-async_chat__output_refill(struct async_chat *chat, int from_loop)
+unsigned
+async_chat__output_fill(struct async_chat *chat, int pull)
 {
-	struct evbuffer *out;
+	struct evbuffer *out = bufferevent_get_output(chat->bev);
 	struct fifo_entry *e;
+	unsigned st = 0;
 
 	if (chat->refilling || chat->closed)
-		return;
+		return 0;
 	chat->refilling = 1;
-	async_chat__enter(chat);
-	out = bufferevent_get_output(chat->bev);
-	while (!chat->closed && (e = chat->head) != NULL) {
+	while (st == 0 && !chat->closed && (e = chat->head) != NULL) {
 		if (e->kind == FIFO_DATA) {
 			size_t len = evbuffer_get_length(e->u.buf);
 
 			if (evbuffer_add_buffer(out, e->u.buf) < 0) {
-				async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+				st = OUT_NOMEM;
 				break;
 			}
 			chat->queued -= len;
 			entry_pop(chat);
 			entry_free(chat, e);
 		} else if (e->kind == FIFO_PRODUCER) {
-			if (!from_loop) {
-				/* more() runs from the loop only: a producer
-				 * that fails (the default handle_error
-				 * closes) or closes the channel must not free
-				 * it under an API call. */
-				async_chat__defer(chat, DEFER_WRITE);
-				break;
-			}
-			if (pull_producer(chat, e, out))
-				break;
+			/* more() runs only when the caller allows it: not
+			 * under an API call, where a producer that fails or
+			 * closes the channel must not free it. */
+			st = pull ? pull_producer(chat, e, out) : OUT_MORE;
 		} else if (evbuffer_get_length(out) > 0) {
-			break; /* a marker waits until all before it is sent */
+			st = OUT_FULL; /* a marker waits for all before it */
 		} else if (e->kind == FIFO_SHUTDOWN) {
 			entry_pop(chat);
 			entry_free(chat, e);
 			shut_down(chat);
-		} else if (from_loop) {
-			async_chat_close(chat);
 		} else {
-			/* Never free the channel under an API call. */
-			async_chat__defer(chat, DEFER_WRITE);
-			break;
+			st = OUT_CLOSE;
 		}
 	}
 	chat->refilling = 0;
 	if (!chat->closed && chat->head == NULL && chat->output_busy &&
-	    evbuffer_get_length(out) == 0) {
-		if (from_loop) {
-			chat->output_busy = 0;
-			if (chat->h->handle_drain != NULL)
-				chat->h->handle_drain(chat, chat->arg);
-		} else {
-			/* Nothing more will be written, so no write
-			 * callback would say the queue drained. */
-			async_chat__defer(chat, DEFER_WRITE);
-		}
-	}
-	async_chat__leave(chat);
+	    evbuffer_get_length(out) == 0)
+		st |= OUT_DRAINED;
+	return st & ~(unsigned)OUT_FULL;
 }
