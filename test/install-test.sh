@@ -48,6 +48,17 @@ if ldd ./consumer-static >/dev/null 2>&1; then
 	exit 1
 fi
 
+# Manual pages: an alias opens from the installed tree with man (man-db).
+test -f "$prefix/share/man/man3/asynchat.3"
+test -e "$prefix/share/man/man3/async_chat_push_buffer.3"
+if man --version 2>/dev/null | grep -q '^man [0-9]'; then
+	MANPAGER=cat MANWIDTH=200 man -M "$prefix/share/man" 3 \
+		async_chat_push_buffer 2>man.log | sed -n '/^NAME/,/^[A-Z]/p' |
+		grep -q 'async_chat_push_buffer' && ! grep -q . man.log ||
+		{ cat man.log >&2; echo "man async_chat_push_buffer failed" >&2; exit 1; }
+	echo "man -M $prefix/share/man 3 async_chat_push_buffer: opens"
+fi
+
 # CMake: the package from the stage, by CMAKE_PREFIX_PATH alone.
 test -f "$stage$libdir/cmake/asynchat/asynchat-config.cmake"
 test -f "$stage$libdir/cmake/asynchat/asynchat-config-version.cmake"
@@ -80,7 +91,7 @@ fi
 
 make -C "$build" install DESTDIR="$stage/root" >/dev/null 2>&1
 make -C "$build" uninstall DESTDIR="$stage/root" >/dev/null 2>&1
-left=$(find "$stage/root" -type f)
+left=$(find "$stage/root" ! -type d)
 if [ -n "$left" ]; then
 	echo "make uninstall left: $left" >&2
 	exit 1
