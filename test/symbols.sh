@@ -27,6 +27,7 @@ pass=0
 fail=0
 check() { # description, offending names (empty: pass)
 	if [ -n "$2" ]; then
+		# shellcheck disable=SC2086 # the names on one line
 		echo "FAIL: $1:" $2
 		fail=$((fail + 1))
 	else
