@@ -13,7 +13,8 @@
 #   - each function the header declares is in some page's SYNOPSIS.
 # Struct and enum bodies (.EX/.EE) and #define lines are not compared.
 # Prints one line per mismatch and "N prototypes checked, N mismatches";
-# exits 1 on a mismatch.  Needs only sh and a POSIX awk.
+# exits 1 on a mismatch.  Needs only sh and a POSIX awk.  KEEP=1 keeps
+# the extracted prototypes in $TMPDIR/check-synopsis.PID.*.
 set -u
 hdr=${1:?usage: $0 HEADER PAGE...}
 shift
