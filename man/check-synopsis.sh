@@ -11,8 +11,10 @@
 #   - each function named in a page's NAME has its prototype in that
 #     page's SYNOPSIS, and each function in a SYNOPSIS is named in NAME;
 #   - each function the header declares is in some page's SYNOPSIS.
-# Struct and enum bodies (.EX/.EE) and #define lines are not compared.
-# Prints one line per mismatch and "N prototypes checked, N mismatches";
+#   - each struct or enum body shown in a SYNOPSIS (.EX/.EE) is the
+#     header's, comments aside.
+# #define lines are not compared.
+# Prints one line per mismatch and a count of checks and mismatches;
 # exits 1 on a mismatch.  Needs only sh and a POSIX awk.  KEEP=1 keeps
 # the extracted prototypes in $TMPDIR/check-synopsis.PID.*.
 set -u
@@ -64,8 +66,49 @@ END {
 }
 '
 
-# The header: comments, preprocessor lines and extern "C" removed.
-awk '
+# Bodies: "struct NAME<TAB>normalized members" (or enum), one a line.
+bodies='
+function norm(s) {
+	gsub(/[ \t\n]+/, " ", s)
+	gsub(/ ?\( ?/, "(", s); gsub(/ ?\) ?/, ")", s)
+	gsub(/ ?, ?/, ", ", s); gsub(/ ?\* ?/, " *", s)
+	gsub(/\( \*/, "(*", s); gsub(/\) \(/, ")(", s)
+	gsub(/ ?; ?/, "; ", s); gsub(/ ?= ?/, " = ", s)
+	sub(/^ /, "", s); sub(/ $/, "", s)
+	return s
+}
+{ text = text " " $0 }
+END {
+	n = length(text); depth = 0; cur = ""; key = ""
+	for (i = 1; i <= n; i++) {
+		c = substr(text, i, 1)
+		if (c == "{") {
+			if (depth++ == 0) {
+				key = ""; body = ""
+				if (match(cur, /(struct|enum)[ \t]+async_chat_[a-z0-9_]+[ \t]*$/)) {
+					key = substr(cur, RSTART, RLENGTH)
+					gsub(/[ \t]+/, " ", key); sub(/ $/, "", key)
+				}
+			}
+			else body = body c
+			continue
+		}
+		if (c == "}") {
+			if (--depth == 0) {
+				if (key != "") print key "\t" norm(body)
+				cur = ""; key = ""
+			} else body = body c
+			continue
+		}
+		if (depth > 0) { body = body c; continue }
+		if (c == ";") { cur = ""; continue }
+		cur = cur c
+	}
+}
+'
+
+# Comments, preprocessor lines and extern "C" removed.
+nocomment='
 BEGIN { inc = 0 }
 {
 	line = $0; out = ""
@@ -84,7 +127,9 @@ BEGIN { inc = 0 }
 	if (out ~ /^[ \t]*#/) next
 	if (out ~ /extern "C"/) next
 	print out
-}' "$hdr" | awk "$statements" | sort > "$tmp.hdr"
+}'
+awk "$nocomment" "$hdr" | awk "$statements" | sort > "$tmp.hdr"
+awk "$nocomment" "$hdr" | awk "$bodies" | sort > "$tmp.hbodies"
 
 # A page: its NAME functions and its SYNOPSIS prototypes.
 page_names() {
@@ -139,6 +184,17 @@ page_synopsis() {
 	' "$1"
 }
 
+page_examples() {
+	awk '
+	/^\.SH / { on = ($0 ~ /^\.SH "?SYNOPSIS"?$/); next }
+	on && /^\.EX/ { ex = 1; next }
+	on && /^\.EE/ { ex = 0; next }
+	on && ex {
+		s = $0; gsub(/\\-/, "-", s); gsub(/\\e/, "\\", s); gsub(/\\&/, "", s)
+		print s
+	}' "$1"
+}
+
 total=0
 bad=0
 : > "$tmp.documented"
@@ -168,6 +224,20 @@ for page in "$@"; do
 			bad=$((bad + 1))
 		}
 	done < "$tmp.syn"
+	page_examples "$page" | awk "$nocomment" | awk "$bodies" > "$tmp.bodies"
+	while IFS='	' read -r key body; do
+		total=$((total + 1))
+		want=$(awk -F '	' -v k="$key" '$1 == k { print $2 }' "$tmp.hbodies")
+		if [ -z "$want" ]; then
+			echo "$name: $key is not defined in the header"
+			bad=$((bad + 1))
+		elif [ "$want" != "$body" ]; then
+			echo "$name: $key differs from the header"
+			echo "	page:   $body"
+			echo "	header: $want"
+			bad=$((bad + 1))
+		fi
+	done < "$tmp.bodies"
 	while read -r f; do
 		cut -f 1 "$tmp.syn" | grep -qx "$f" || {
 			echo "$name: $f is in NAME but has no prototype in SYNOPSIS"
@@ -181,6 +251,7 @@ cut -f 1 "$tmp.hdr" | grep -v '_fn$' | while read -r f; do
 done > "$tmp.undoc"
 bad=$((bad + $(wc -l < "$tmp.undoc")))
 cat "$tmp.undoc"
-echo "check-synopsis: $total prototypes checked against $(wc -l < "$tmp.hdr")" \
+echo "check-synopsis: $total prototypes and bodies checked against" \
+	"$(wc -l < "$tmp.hdr") prototypes and $(wc -l < "$tmp.hbodies") bodies" \
 	"in the header, $bad mismatches"
 [ "$bad" -eq 0 ]
