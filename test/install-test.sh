@@ -1,7 +1,10 @@
 #!/bin/sh
 # Installs libasynchat from a build directory into a staging prefix and
 # builds test/consumer/consumer.c outside the tree with nothing but
-# pkg-config, linked shared and static, then runs both.
+# pkg-config, linked shared and static, then with CMake's
+# find_package(asynchat CONFIG) (test/consumer/CMakeLists.txt), against
+# libasynchat.so and with ASYNCHAT_USE_STATIC_LIBS against libasynchat.a,
+# and runs all four.  Then checks that make uninstall leaves no file.
 #   usage: test/install-test.sh BUILD_DIR
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,4 +47,57 @@ if ldd ./consumer-static >/dev/null 2>&1; then
 	echo "consumer-static is dynamically linked" >&2
 	exit 1
 fi
-echo "install test: shared and static consumers passed"
+
+# Manual pages: an alias opens from the installed tree with man (man-db).
+test -f "$prefix/share/man/man3/asynchat.3"
+test -e "$prefix/share/man/man3/async_chat_push_buffer.3"
+if man --version 2>/dev/null | grep -q '^man [0-9]'; then
+	MANPAGER=cat MANWIDTH=200 man -M "$prefix/share/man" 3 \
+		async_chat_push_buffer >man.out 2>man.log || true
+	if grep -q . man.log ||
+		! sed -n '/^NAME/,/^[A-Z]/p' man.out | grep -q async_chat_push_buffer; then
+		cat man.log >&2
+		echo "man async_chat_push_buffer failed from the installed tree" >&2
+		exit 1
+	fi
+	echo "man -M $prefix/share/man 3 async_chat_push_buffer: opens"
+fi
+
+# CMake: the package from the stage, by CMAKE_PREFIX_PATH alone.
+test -f "$stage$libdir/cmake/asynchat/asynchat-config.cmake"
+test -f "$stage$libdir/cmake/asynchat/asynchat-config-version.cmake"
+cp "$src/test/consumer/CMakeLists.txt" .
+unset PKG_CONFIG_PATH PKG_CONFIG_SYSROOT_DIR
+for kind in shared static; do
+	static=OFF
+	[ "$kind" = static ] && static=ON
+	cmake -S . -B "cmake-$kind" -DCMAKE_PREFIX_PATH="$prefix" \
+		-DASYNCHAT_USE_STATIC_LIBS=$static >"cmake-$kind.log" 2>&1 &&
+		cmake --build "cmake-$kind" >>"cmake-$kind.log" 2>&1 ||
+		{ cat "cmake-$kind.log" >&2; exit 1; }
+	grep -q "asynchat .* from $stage$libdir/cmake/asynchat" "cmake-$kind.log" ||
+		{ cat "cmake-$kind.log" >&2; exit 1; }
+	if grep -q -i -e 'CMake Warning' -e 'warning:' "cmake-$kind.log"; then
+		cat "cmake-$kind.log" >&2
+		exit 1
+	fi
+	echo "cmake $kind: $(grep -o 'asynchat [0-9.]* from .*' "cmake-$kind.log")"
+	LD_LIBRARY_PATH="$stage$libdir" "./cmake-$kind/consumer"
+done
+LD_LIBRARY_PATH="$stage$libdir" ldd ./cmake-shared/consumer |
+	grep -q "$stage$libdir/libasynchat.so" ||
+	{ echo "cmake-shared/consumer does not use the staged libasynchat.so" >&2; exit 1; }
+if LD_LIBRARY_PATH="$stage$libdir" ldd ./cmake-static/consumer |
+	grep -q libasynchat; then
+	echo "cmake-static/consumer loads libasynchat.so" >&2
+	exit 1
+fi
+
+make -C "$build" install DESTDIR="$stage/root" >/dev/null 2>&1
+make -C "$build" uninstall DESTDIR="$stage/root" >/dev/null 2>&1
+left=$(find "$stage/root" ! -type d)
+if [ -n "$left" ]; then
+	echo "make uninstall left: $left" >&2
+	exit 1
+fi
+echo "install test: shared and static consumers passed (pkg-config and CMake)"
