@@ -76,10 +76,9 @@ struct async_chat {
 	struct fifo_entry *head, *tail;
 	size_t queued;             /* bytes in FIFO_DATA entries */
 	struct async_chat__ref_owner *ref_owner; /* made on first reference */
-	struct async_chat__ref *refs_done, *refs_tail; /* cleanups to run */
 
-	size_t in_buffer_size;
-	size_t out_buffer_size;
+	uint32_t in_buffer_size;    /* at most ASYNC_CHAT_BUFFER_SIZE_MAX */
+	uint32_t out_buffer_size;
 
 	unsigned depth;            /* callbacks of this channel on the stack */
 	int dns_error;

@@ -70,11 +70,12 @@ destroy(struct async_chat *chat)
 {
 	if (chat->deferred != NULL)
 		event_free(chat->deferred);
-	/* Chains freed from here on run their cleanups at once. */
+	/* What is pending runs now; chains freed from here on run their
+	 * cleanups at once. */
+	async_chat__run_cleanups(chat);
 	async_chat__release_refs(chat);
 	if (chat->bev != NULL)
 		bufferevent_free(chat->bev);
-	async_chat__run_cleanups(chat);
 	if (chat->incoming != NULL)
 		evbuffer_free(chat->incoming);
 	async_chat__framer_clear(&chat->fr);
@@ -989,7 +990,7 @@ async_chat_set_in_buffer_size(struct async_chat *chat, size_t size)
 		errno = EINVAL;
 		return -1;
 	}
-	chat->in_buffer_size = size;
+	chat->in_buffer_size = (uint32_t)size;
 	bufferevent_set_max_single_read(chat->bev, size);
 	return 0;
 }
@@ -1008,7 +1009,7 @@ async_chat_set_out_buffer_size(struct async_chat *chat, size_t size)
 		errno = EINVAL;
 		return -1;
 	}
-	chat->out_buffer_size = size;
+	chat->out_buffer_size = (uint32_t)size;
 	bufferevent_setwatermark(chat->bev, EV_WRITE, size, 0);
 	bufferevent_set_max_single_write(chat->bev, size);
 	return 0;

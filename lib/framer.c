@@ -49,6 +49,7 @@ async_chat__framer_clear(struct async_chat_framer *fr)
 	for (i = 0; i < fr->many_cap; i++)
 		free(fr->many[i].border);
 	free(fr->many);
+	free(fr->lf);
 	if (fr->carry != fr->carry_inline)
 		free(fr->carry);
 	async_chat__framer_init(fr);
@@ -103,10 +104,10 @@ carry_reserve(struct async_chat_framer *fr, size_t n)
 	memcpy(p, fr->carry + fr->carry_off, carry_rest(fr));
 	if (fr->carry != fr->carry_inline)
 		free(fr->carry);
-	fr->carry_len = carry_rest(fr);
+	fr->carry_len = (uint32_t)carry_rest(fr);
 	fr->carry_off = 0;
 	fr->carry = p;
-	fr->carry_cap = n;
+	fr->carry_cap = (uint32_t)n;
 	return 0;
 }
 
@@ -118,16 +119,16 @@ carry_append(struct async_chat_framer *fr, const unsigned char *p, size_t n)
 	if (fr->carry_off > 0) {
 		memmove(fr->carry, fr->carry + fr->carry_off, rest);
 		fr->carry_off = 0;
-		fr->carry_len = rest;
+		fr->carry_len = (uint32_t)rest;
 	}
 	memcpy(fr->carry + fr->carry_len, p, n);
-	fr->carry_len += n;
+	fr->carry_len += (uint32_t)n;
 }
 
 static void
 carry_drop(struct async_chat_framer *fr, size_t n)
 {
-	fr->carry_off += n;
+	fr->carry_off += (uint32_t)n;
 	if (fr->carry_off >= fr->carry_len)
 		fr->carry_off = fr->carry_len = 0;
 }
@@ -176,6 +177,12 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
  * bitmap lives after them in the same allocation. */
 #define FIRST_BITMAP (256 / 8)
 
+static unsigned char *
+framer_first(const struct async_chat_framer *fr)
+{
+	return (unsigned char *)(fr->many + fr->many_cap);
+}
+
 static int
 reserve_patterns(struct async_chat_framer *fr, size_t n)
 {
@@ -191,7 +198,6 @@ reserve_patterns(struct async_chat_framer *fr, size_t n)
 	memset(pat + fr->many_cap, 0, (n - fr->many_cap) * sizeof(*pat));
 	fr->many = pat;
 	fr->many_cap = (uint8_t)n;
-	fr->first = (unsigned char *)(pat + n);
 	return 0;
 }
 
@@ -199,11 +205,10 @@ static void
 changed(struct async_chat_framer *fr, enum async_chat_terminator_kind kind,
     size_t npat)
 {
-	fr->kind = kind;
+	fr->kind = (uint8_t)kind;
 	fr->npat = (uint8_t)npat;
-	fr->need = 0;
+	fr->too_long = 0;
 	fr->lf_phase = LF_HEADER;
-	fr->strip_left = 0;
 	reset_scan(fr);
 }
 
@@ -301,10 +306,10 @@ async_chat_framer_set_terminators(struct async_chat_framer *fr,
 			return -1;
 		}
 	}
-	memset(fr->first, 0, FIRST_BITMAP);
+	memset(framer_first(fr), 0, FIRST_BITMAP);
 	for (i = 0; i < n; i++) {
 		unsigned char c = fr->many[i].bytes[0];
-		fr->first[c >> 3] |= (unsigned char)(1u << (c & 7));
+		framer_first(fr)[c >> 3] |= (unsigned char)(1u << (c & 7));
 	}
 	changed(fr, ASYNC_CHAT_TERM_ANY, n);
 	fr->count = 0;
@@ -347,11 +352,16 @@ async_chat_framer_set_terminator_length(struct async_chat_framer *fr,
 		errno = EINVAL;
 		return -1;
 	}
+	if (fr->lf == NULL && (fr->lf = calloc(1, sizeof(*fr->lf))) == NULL) {
+		errno = ENOMEM;
+		async_chat_framer_set_terminator_none(fr);
+		return -1;
+	}
 	if (carry_reserve(fr, header_max(spec)) < 0) {
 		async_chat_framer_set_terminator_none(fr);
 		return -1;
 	}
-	fr->lf = *spec;
+	fr->lf->spec = *spec;
 	changed(fr, ASYNC_CHAT_TERM_LENGTH, 0);
 	fr->count = 0;
 	return 0;
@@ -382,8 +392,8 @@ async_chat_framer_get_terminator(const struct async_chat_framer *fr,
 		out->alternatives = fr->npat;
 		break;
 	case ASYNC_CHAT_TERM_LENGTH:
-		out->bytes = &fr->lf;
-		out->len = sizeof(fr->lf);
+		out->bytes = &fr->lf->spec;
+		out->len = sizeof(fr->lf->spec);
 		out->count = fr->lf_phase == LF_BODY ? fr->count : 0;
 		break;
 	case ASYNC_CHAT_TERM_NONE:
@@ -421,10 +431,9 @@ async_chat_framer_reset(struct async_chat_framer *fr)
 	fr->term_len = 0;
 	fr->frame_bytes = 0;
 	fr->skipping = 0;
-	fr->need = 0;
+	fr->too_long = 0;
 	if (fr->kind == ASYNC_CHAT_TERM_LENGTH) {
 		fr->lf_phase = LF_HEADER;
-		fr->strip_left = 0;
 		fr->count = 0;
 	}
 }
@@ -441,8 +450,17 @@ async_chat_framer_skip(struct async_chat_framer *fr)
 		return -1;
 	}
 	fr->skipping = 1;
-	fr->need = 0;
+	fr->too_long = 0;
 	return 0;
+}
+
+/* The least bound under which the frame in progress can go on. */
+static uint64_t
+bound_needed(const struct async_chat_framer *fr)
+{
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH && fr->lf_phase == LF_CHECK)
+		return fr->lf->total;
+	return fr->frame_bytes + 1;
 }
 
 int
@@ -450,8 +468,8 @@ async_chat__framer_stuck(const struct async_chat_framer *fr)
 {
 	if (fr->kind == ASYNC_CHAT_TERM_LENGTH && fr->lf_phase == LF_ERROR)
 		return 2;
-	if (fr->need != 0 && !fr->skipping && fr->max_frame != 0 &&
-	    fr->max_frame < fr->need)
+	if (fr->too_long && !fr->skipping && fr->max_frame != 0 &&
+	    fr->max_frame < bound_needed(fr))
 		return 1;
 	return 0;
 }
@@ -471,6 +489,7 @@ scan_string(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
 	const unsigned char *t = p->bytes, *q;
 	const size_t len = p->len;
 	size_t state = p->state, i = 0;
+
 
 	while (i < n) {
 		if (state == 0) {
@@ -507,7 +526,7 @@ scan_string(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
 		if (state == len)
 			goto found;
 	}
-	p->state = state;
+	p->state = (uint32_t)state;
 	return 0;
 found:
 	p->state = 0;
@@ -552,7 +571,7 @@ scan_any(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
 		unsigned char c = buf[i];
 		size_t best = 0, best_len = 0;
 
-		if (active == 0 && !(fr->first[c >> 3] & (1u << (c & 7))))
+		if (active == 0 && !(framer_first(fr)[c >> 3] & (1u << (c & 7))))
 			continue;
 		active = 0;
 		for (j = 0; j < npat; j++) {
@@ -570,7 +589,7 @@ scan_any(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
 				}
 				s = p->border[s];
 			}
-			p->state = s;
+			p->state = (uint32_t)s;
 			active |= s;
 		}
 		if (best_len > 0) {
@@ -627,8 +646,9 @@ emit(struct async_chat_framer *fr, struct async_chat_framer_event *ev,
     enum async_chat_framer_event_kind kind)
 {
 	ev->kind = kind;
-	if (kind != ASYNC_CHAT_FRAMER_TOO_LONG)
-		fr->need = 0;
+	fr->too_long = kind == ASYNC_CHAT_FRAMER_TOO_LONG;
+	if (kind == ASYNC_CHAT_FRAMER_TOO_LONG)
+		ev->len = bound_needed(fr);
 	return (int)kind;
 }
 
@@ -679,11 +699,8 @@ deliver(struct async_chat_framer *fr, struct span *sp, const unsigned char *q,
 		uint64_t room = fr->frame_bytes >= fr->max_frame ?
 		    0 : fr->max_frame - fr->frame_bytes;
 
-		if (room == 0) {
-			ev->len = fr->frame_bytes + 1;
-			fr->need = ev->len;
+		if (room == 0)
 			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
-		}
 		if (n > room)
 			n = (size_t)room;
 	}
@@ -783,8 +800,8 @@ scan_step(struct async_chat_framer *fr, struct span *sp,
 	}
 	if (found) {
 		fr->todo = end - term_len;
-		fr->term_len = term_len;
-		fr->matched = matched;
+		fr->term_len = (uint32_t)term_len;
+		fr->matched = (uint8_t)matched;
 		fr->have_end = 1;
 		return GO_ON;
 	}
@@ -816,7 +833,7 @@ scan_step(struct async_chat_framer *fr, struct span *sp,
 static size_t
 header_length(const struct async_chat_framer *fr, size_t *want)
 {
-	const struct async_chat_length_field *s = &fr->lf;
+	const struct async_chat_length_field *s = &fr->lf->spec;
 	const unsigned char *h = fr->carry + fr->carry_off;
 	size_t rest = carry_rest(fr), k;
 
@@ -840,9 +857,9 @@ gather(struct async_chat_framer *fr, struct span *sp, size_t want,
 {
 	size_t n = want - carry_rest(fr), k;
 
-	if (fr->lf.width == 0 && carry_rest(fr) >= fr->lf.offset) {
+	if (fr->lf->spec.width == 0 && carry_rest(fr) >= fr->lf->spec.offset) {
 		/* A varint: up to its last byte, within its 10. */
-		n = fr->lf.offset + 10 - carry_rest(fr);
+		n = fr->lf->spec.offset + 10 - carry_rest(fr);
 		for (k = 0; k < n && k < sp->len; k++)
 			if (!(sp->p[k] & 0x80))
 				break;
@@ -860,7 +877,7 @@ gather(struct async_chat_framer *fr, struct span *sp, size_t want,
 static int
 header_check(struct async_chat_framer *fr, size_t hdr_len)
 {
-	const struct async_chat_length_field *s = &fr->lf;
+	const struct async_chat_length_field *s = &fr->lf->spec;
 	const unsigned char *f = fr->carry + fr->carry_off + s->offset;
 	uint64_t v = 0, body, frame;
 	size_t i;
@@ -894,9 +911,9 @@ header_check(struct async_chat_framer *fr, size_t hdr_len)
 	frame = hdr_len + body;
 	if (s->strip > frame)
 		return -1;
-	fr->hdr_len = hdr_len;
+	fr->lf->hdr_len = (uint32_t)hdr_len;
 	fr->count = body;
-	fr->lf_total = frame - s->strip;
+	fr->lf->total = frame - s->strip;
 	return 0;
 }
 
@@ -904,7 +921,7 @@ static int
 length_step(struct async_chat_framer *fr, struct span *sp,
     struct async_chat_framer_event *ev)
 {
-	size_t hdr_len, want = 0, n, got;
+	size_t hdr_len, want = 0, n;
 	uint64_t cut;
 	int held;
 
@@ -927,35 +944,29 @@ length_step(struct async_chat_framer *fr, struct span *sp,
 		/* fall through */
 	case LF_CHECK:
 		if (!fr->skipping && fr->max_frame != 0 &&
-		    fr->lf_total > fr->max_frame) {
-			ev->len = fr->lf_total;
-			fr->need = fr->lf_total;
+		    fr->lf->total > fr->max_frame)
 			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
-		}
-		cut = fr->lf.strip < fr->hdr_len ? fr->lf.strip : fr->hdr_len;
+		cut = fr->lf->spec.strip < fr->lf->hdr_len ? fr->lf->spec.strip : fr->lf->hdr_len;
 		carry_drop(fr, (size_t)cut);
-		fr->todo = fr->hdr_len - cut;
+		fr->todo = fr->lf->hdr_len - cut;
 		fr->scanned = (size_t)fr->todo;
-		fr->strip_left = fr->lf.strip - cut;
+		fr->lf->strip_left = fr->lf->spec.strip - cut;
 		fr->lf_phase = LF_BODY;
 		return GO_ON;
 	default: /* LF_BODY */
 		break;
 	}
-	if (fr->strip_left > 0) {
-		const unsigned char *q = front(fr, sp, &n, &held);
-
-		(void)q;
+	if (fr->lf->strip_left > 0) {
+		/* Stripped body bytes: taken without an event. */
+		(void)front(fr, sp, &n, &held);
 		if (n == 0)
 			return emit(fr, ev, ASYNC_CHAT_FRAMER_NEED_MORE);
-		if (n > fr->strip_left)
-			n = (size_t)fr->strip_left;
+		if (n > fr->lf->strip_left)
+			n = (size_t)fr->lf->strip_left;
 		take(fr, sp, n, held, ev);
-		fr->strip_left -= n;
+		fr->lf->strip_left -= n;
 		fr->count -= n;
-		got = n;
-		(void)got;
-		if (fr->count == 0 && fr->strip_left == 0) {
+		if (fr->count == 0 && fr->lf->strip_left == 0) {
 			fr->have_end = 1;
 			fr->term_len = 0;
 			fr->matched = 0;

@@ -19,11 +19,11 @@ struct framer_pattern {
 	unsigned char *bytes;
 	uint32_t len;
 	uint32_t cap;     /* longest pattern the allocation holds */
-	size_t state;     /* bytes of this pattern matched at the scan point */
+	uint32_t state;   /* bytes of this pattern matched at the scan point */
 };
 
 /* Held bytes up to this many live in the framer itself. */
-#define FRAMER_CARRY_INLINE 16
+#define FRAMER_CARRY_INLINE 8
 
 enum framer_lf_phase {
 	LF_HEADER = 0, /* the header is being gathered in carry */
@@ -32,22 +32,26 @@ enum framer_lf_phase {
 	LF_ERROR       /* the header is invalid */
 };
 
+/* TERM_LENGTH's state, made when the kind is first set: idle channels
+ * of other kinds do not carry it. */
+struct framer_lf {
+	struct async_chat_length_field spec;
+	uint64_t strip_left; /* body bytes still to drop */
+	uint64_t total;      /* delivered length of the frame */
+	uint32_t hdr_len;    /* the header's length once known */
+};
+
+/* Kept small: one is embedded in every channel. */
 struct async_chat_framer {
-	enum async_chat_terminator_kind kind;
 	struct framer_pattern one;   /* TERM_STRING */
-	struct framer_pattern *many; /* TERM_ANY, allocated on first use */
-	unsigned char *first;        /* TERM_ANY: first bytes, a bitmap */
-	uint8_t npat;                /* patterns in use */
-	uint8_t many_cap;            /* patterns allocated in many */
-	uint8_t skipping;            /* async_chat_framer_skip() */
-	uint8_t lf_phase;            /* TERM_LENGTH: enum framer_lf_phase */
-	int matched;                 /* alternative of the owed frame end */
+	struct framer_pattern *many; /* TERM_ANY; the first-byte bitmap
+				      * follows the many_cap patterns */
+	struct framer_lf *lf;        /* TERM_LENGTH */
 
 	/* TERM_COUNT: bytes still missing; TERM_LENGTH: body bytes. */
 	uint64_t count;
 	uint64_t max_frame;   /* 0: no bound */
 	uint64_t frame_bytes; /* bytes of the current frame delivered */
-	uint64_t need;        /* last TOO_LONG: the bound needed, else 0 */
 
 	/*
 	 * The unconsumed stream is carry[carry_off..carry_len) followed by
@@ -57,18 +61,19 @@ struct async_chat_framer {
 	 * bytes follow them.
 	 */
 	unsigned char *carry;
-	size_t carry_off, carry_len, carry_cap;
-	size_t scanned;
 	uint64_t todo;
-	size_t term_len;
-	int have_end;
+	size_t scanned;
+	uint32_t carry_off, carry_len, carry_cap;
+	uint32_t term_len;
 
-	/* TERM_LENGTH */
-	struct async_chat_length_field lf;
-	size_t hdr_len;       /* the header's length once known */
-	uint64_t strip_left;  /* body bytes still to drop */
-	uint64_t lf_total;    /* delivered length of the frame */
-
+	uint8_t kind;       /* enum async_chat_terminator_kind */
+	uint8_t npat;       /* patterns in use */
+	uint8_t many_cap;   /* patterns allocated in many */
+	uint8_t skipping;   /* async_chat_framer_skip() */
+	uint8_t lf_phase;   /* TERM_LENGTH: enum framer_lf_phase */
+	uint8_t have_end;
+	uint8_t matched;    /* alternative of the owed frame end */
+	uint8_t too_long;   /* the last event was TOO_LONG */
 	unsigned char carry_inline[FRAMER_CARRY_INLINE];
 };
 

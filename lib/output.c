@@ -201,7 +201,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 			errno = EINVAL;
 			return -1;
 		}
-		spec = &chat->fr.lf;
+		spec = &chat->fr.lf->spec;
 	}
 	if (async_chat__length_field_check(spec) < 0)
 		return -1;
@@ -292,6 +292,7 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 struct async_chat__ref_owner {
 	struct async_chat *chat; /* NULL once the channel is released */
 	size_t refs;             /* the channel's, plus one per reference */
+	struct async_chat__ref *done, *done_tail; /* cleanups to run */
 };
 
 struct async_chat__ref {
@@ -334,25 +335,31 @@ ref_freed(const void *data, size_t len, void *extra)
 		return;
 	}
 	r->next = NULL;
-	if (chat->refs_tail != NULL)
-		chat->refs_tail->next = r;
+	if (r->owner->done_tail != NULL)
+		r->owner->done_tail->next = r;
 	else
-		chat->refs_done = r;
-	chat->refs_tail = r;
+		r->owner->done = r;
+	r->owner->done_tail = r;
 	async_chat__defer(chat, DEFER_CLEANUP);
 }
 
 void
 async_chat__run_cleanups(struct async_chat *chat)
 {
+	struct async_chat__ref_owner *owner = chat->ref_owner;
 	struct async_chat__ref *r;
 
-	while ((r = chat->refs_done) != NULL) {
-		chat->refs_done = r->next;
-		if (chat->refs_done == NULL)
-			chat->refs_tail = NULL;
+	if (owner == NULL)
+		return;
+	/* A cleanup may push references and so add to the list. */
+	owner->refs++;
+	while ((r = owner->done) != NULL) {
+		owner->done = r->next;
+		if (owner->done == NULL)
+			owner->done_tail = NULL;
 		ref_run(r);
 	}
+	owner_release(owner);
 }
 
 void
