@@ -445,6 +445,26 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 		}
 		chat->discarded = 0;
 		do {
+			size_t flen;
+
+			if (pos < len &&
+			    async_chat__framer_fast(&chat->fr, base + pos,
+				len - pos, &flen)) {
+				/* A whole frame in the extent: its bytes and
+				 * its end, without the general loop. */
+				ev.data = base + pos;
+				ev.len = flen;
+				ev.held = 0;
+				pos += flen;
+				if (flen > 0 &&
+				    (next = on_data(chat, in, &ev, &pos)) !=
+					READ_ON)
+					break;
+				pos += async_chat__framer_end(&chat->fr,
+				    &ev.matched);
+				next = on_end(chat, &ev);
+				continue;
+			}
 			kind = async_chat_framer_next(&chat->fr,
 			    base != NULL ? base + pos : NULL, len - pos, &ev);
 			pos += ev.consumed;

@@ -982,6 +982,76 @@ length_step(struct async_chat_framer *fr, struct span *sp,
 	return stream(fr, sp, &fr->count, ev);
 }
 
+/*
+ * The channel's fast path, for the most common state: nothing held, owed,
+ * skipped or partly scanned, and a line or a short string terminator.
+ * The next frame that ends inside p[0..n) is found with memchr and its
+ * bytes handed out at once, exactly as a DATA event would: its end is
+ * owed, and async_chat__framer_end() takes it.  Anything else (no whole
+ * frame in the span, the bound in the way) is left to the general path.
+ */
+int
+async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
+    size_t n, size_t *frame_len)
+{
+	const unsigned char *p = (const unsigned char *)data, *q, *end = p + n;
+	size_t start, t;
+	int m;
+
+	if (fr->todo != 0 || fr->have_end || fr->skipping || fr->scanned ||
+	    fr->carry_off != fr->carry_len || fr->one.state != 0 || n == 0)
+		return 0;
+	if (fr->kind == ASYNC_CHAT_TERM_LINE) {
+		q = memchr(p, '\n', n);
+		if (q == NULL)
+			return 0;
+		t = q > p && q[-1] == '\r' ? 2 : 1;
+		start = (size_t)(q - p) + 1 - t;
+		m = t == 2 ? 0 : 1;
+	} else if (fr->kind == ASYNC_CHAT_TERM_STRING &&
+	    fr->one.len <= FAST_TERM_MAX) {
+		const unsigned char *tb = fr->one.bytes;
+
+		t = fr->one.len;
+		for (q = p; (size_t)(end - q) >= t; q++) {
+			q = memchr(q, tb[0], (size_t)(end - q) - t + 1);
+			if (q == NULL)
+				return 0;
+			if (memcmp(q + 1, tb + 1, t - 1) == 0)
+				break;
+		}
+		if ((size_t)(end - q) < t)
+			return 0;
+		start = (size_t)(q - p);
+		m = 0;
+	} else {
+		return 0;
+	}
+	if (fr->max_frame != 0 && (fr->frame_bytes > fr->max_frame ||
+				      start > fr->max_frame - fr->frame_bytes))
+		return 0;
+	fr->frame_bytes += start;
+	fr->have_end = 1;
+	fr->term_len = (uint32_t)t;
+	fr->matched = (uint8_t)m;
+	fr->scanned = t;
+	*frame_len = start;
+	return 1;
+}
+
+size_t
+async_chat__framer_end(struct async_chat_framer *fr, int *matched)
+{
+	size_t t = fr->term_len;
+
+	*matched = fr->matched;
+	fr->have_end = 0;
+	fr->frame_bytes = 0;
+	fr->scanned = 0;
+	fr->too_long = 0;
+	return t;
+}
+
 static int
 next_event(struct async_chat_framer *fr, struct span *sp,
     struct async_chat_framer_event *ev)
@@ -1037,9 +1107,11 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 		errno = EINVAL;
 		return -1;
 	}
-	memset(ev, 0, sizeof(*ev));
+	*ev = (struct async_chat_framer_event){ASYNC_CHAT_FRAMER_NEED_MORE};
 	sp.p = data;
 	sp.len = len;
+	if (fr->have_end && fr->todo == 0) /* the usual second call */
+		return end_frame(fr, &sp, ev);
 	return next_event(fr, &sp, ev);
 }
 

@@ -81,6 +81,14 @@ struct async_chat_framer {
 void async_chat__framer_init(struct async_chat_framer *fr);
 void async_chat__framer_clear(struct async_chat_framer *fr);
 
+/* The channel's fast path (see framer.c): 1 if a whole frame's bytes,
+ * data[0..*frame_len), lie in the span with the frame's end owed, to be
+ * taken with async_chat__framer_end() (which returns the span bytes of
+ * the terminator); 0 if the general path must run. */
+int async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
+    size_t n, size_t *frame_len);
+size_t async_chat__framer_end(struct async_chat_framer *fr, int *matched);
+
 /* 1 if the framer would report TOO_LONG again under its current bound,
  * 2 if it would report LENGTH_ERROR again, else 0. */
 int async_chat__framer_stuck(const struct async_chat_framer *fr);

@@ -21,15 +21,16 @@
 
 #include "asynchat-internal.h"
 
-/* A length the output can hold: libevent counts in ev_ssize_t, and
- * async_chat_output_pending() must not wrap. */
+/* A length the output can hold: libevent counts in ev_ssize_t.  Copied
+ * bytes exist in memory, so only references, which can name the same
+ * bytes many times, could make async_chat_output_pending() wrap: they
+ * are checked against what is pending too (with_pending). */
 static int
-length_check(const struct async_chat *chat, size_t len)
+length_check(const struct async_chat *chat, size_t len, int with_pending)
 {
-	size_t have = evbuffer_get_length(bufferevent_get_output(chat->bev)) +
-	    chat->queued;
-
-	if (len > (size_t)EV_SSIZE_MAX || len > (size_t)EV_SSIZE_MAX - have) {
+	if (len > (size_t)EV_SSIZE_MAX ||
+	    (with_pending && len > (size_t)EV_SSIZE_MAX -
+		    async_chat_output_pending(chat))) {
 		errno = EMSGSIZE;
 		return -1;
 	}
@@ -147,7 +148,7 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	struct evbuffer *target;
 	int queued;
 
-	if (push_check(chat) < 0 || length_check(chat, len) < 0)
+	if (push_check(chat) < 0 || length_check(chat, len, 0) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
 		errno = EINVAL;
@@ -205,12 +206,10 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 	}
 	if (async_chat__length_field_check(spec) < 0)
 		return -1;
-	if (len > ((size_t)-1 >> 1) - spec->offset - 10) {
+	if (len > (size_t)EV_SSIZE_MAX - spec->offset - 10) {
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (length_check(chat, len + spec->offset + 10) < 0)
-		return -1;
 	if (spec->offset + 10 > sizeof(small) &&
 	    (hdr = malloc(spec->offset + 10)) == NULL) {
 		errno = ENOMEM;
@@ -269,7 +268,7 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	len = evbuffer_get_length(buf);
 	if (len == 0)
 		return 0;
-	if (length_check(chat, len) < 0)
+	if (length_check(chat, len, 0) < 0)
 		return -1;
 	target = push_target(chat, &queued);
 	if (target == NULL) {
@@ -381,7 +380,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 	struct async_chat__ref *r;
 	int queued, rc;
 
-	if (push_check(chat) < 0 || length_check(chat, len) < 0)
+	if (push_check(chat) < 0 || length_check(chat, len, 1) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
 		errno = EINVAL;
