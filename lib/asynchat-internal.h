@@ -73,33 +73,34 @@ struct async_chat {
 	struct evbuffer *incoming; /* message mode frame bytes */
 	struct event *deferred;    /* made on first use */
 
+	/* The write side: the FIFO, its owner of references, its sizes. */
 	struct fifo_entry *head, *tail;
-	size_t queued;             /* bytes in FIFO_DATA entries */
 	struct async_chat__ref_owner *ref_owner; /* made on first reference */
-
 	uint32_t in_buffer_size;    /* at most ASYNC_CHAT_BUFFER_SIZE_MAX */
 	uint32_t out_buffer_size;
 
-	unsigned depth;            /* callbacks of this channel on the stack */
-	int dns_error;
-	int pending_error;         /* raised inside a connect call */
-	int matched;               /* alternative of the last frame end */
+	/* The connection's errors: errno values or ASYNC_CHAT_ERR_*, and
+	 * the resolver's EVUTIL_EAI_* codes, all small. */
+	int16_t dns_error;
+	int16_t pending_error;     /* raised inside a connect call */
+	uint16_t depth;            /* callbacks of this channel on the stack */
+	uint8_t matched;           /* alternative of the last frame end */
 
-	uint8_t suspend;           /* SUSPEND_* */
-	uint8_t read_state;        /* enum read_state */
 	uint8_t conn;              /* enum conn_state */
+	uint8_t read_state;        /* enum read_state */
+	uint8_t suspend;           /* SUSPEND_*: why reading waits */
 	uint8_t policy;            /* enum async_chat_frame_policy */
-	uint8_t pending;           /* DEFER_* */
+	uint8_t pending;           /* DEFER_*: work for the next turn */
 
 	unsigned closed : 1;       /* async_chat_close() has run */
-	unsigned close_queued : 1; /* close_when_done() was called */
-	unsigned shut_queued : 1;  /* shutdown_when_done() was called */
-	unsigned refilling : 1;
-	unsigned output_busy : 1;  /* output queued since the last drain */
 	unsigned reading : 1;      /* inside the read loop */
 	unsigned discarded : 1;    /* the input was dropped under the loop */
-	unsigned in_connect : 1;   /* inside async_chat_connect*() */
+	unsigned close_queued : 1; /* close_when_done() was called */
+	unsigned shut_queued : 1;  /* shutdown_when_done() was called */
+	unsigned refilling : 1;    /* inside the output fill */
+	unsigned output_busy : 1;  /* output queued since the last drain */
 	unsigned files : 1;        /* push_file() has been used */
+	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 	unsigned own_socket : 1;   /* made by async_chat_new(): a socket */
 };
 

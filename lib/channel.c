@@ -394,7 +394,7 @@ on_data(struct async_chat *chat, struct evbuffer *in,
 static int
 on_end(struct async_chat *chat, const struct async_chat_framer_event *ev)
 {
-	chat->matched = ev->matched;
+	chat->matched = (uint8_t)ev->matched;
 	if (chat->h->found_terminator == NULL)
 		return READ_ON;
 	chat->h->found_terminator(chat, chat->arg);
@@ -569,7 +569,8 @@ event_error(struct async_chat *chat, short what, int err)
 	if (what & BEV_EVENT_TIMEOUT)
 		return ETIMEDOUT;
 	if (bufferevent_socket_get_dns_error(chat->bev) != 0) {
-		chat->dns_error = bufferevent_socket_get_dns_error(chat->bev);
+		chat->dns_error =
+		    (int16_t)bufferevent_socket_get_dns_error(chat->bev);
 		return ASYNC_CHAT_ERR_DNS;
 	}
 	return err != 0 ? err : ASYNC_CHAT_ERR_UNKNOWN;
@@ -606,7 +607,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 		/* Raised inside async_chat_connect*() (a lookup without an
 		 * evdns_base fails at once): report it from the loop, so the
 		 * channel outlives the call that the application made. */
-		chat->pending_error = event_error(chat, what, err);
+		chat->pending_error = (int16_t)event_error(chat, what, err);
 		async_chat__defer(chat, DEFER_ERROR);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		/* libevent stopped the side that timed out.  Reading stays

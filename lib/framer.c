@@ -12,6 +12,13 @@
 
 #include "framer.h"
 
+/* A pattern's bytes follow its border table. */
+static unsigned char *
+pat_bytes(const struct framer_pattern *p)
+{
+	return (unsigned char *)(p->border + p->cap + 1);
+}
+
 /* The loop in next_event() goes on after a step that made no event. */
 #define GO_ON (-2)
 
@@ -152,12 +159,11 @@ pattern_set(struct framer_pattern *p, const unsigned char *term, size_t len)
 		 * cannot be longer than they are, so it is not in them. */
 		free(p->border);
 		p->border = border;
-		p->bytes = (unsigned char *)(border + len + 1);
 		p->cap = (uint32_t)len;
 	}
 	/* term may be (part of) these very bytes, as async_chat__framer_get() gave them */
-	memmove(p->bytes, term, len);
-	term = p->bytes; /* the move may have overwritten the source */
+	memmove(pat_bytes(p), term, len);
+	term = pat_bytes(p); /* the move may have overwritten the source */
 	p->len = (uint32_t)len;
 	p->state = 0;
 	p->border[0] = 0;
@@ -308,7 +314,7 @@ async_chat_framer_set_terminators(struct async_chat_framer *fr,
 	}
 	memset(framer_first(fr), 0, FIRST_BITMAP);
 	for (i = 0; i < n; i++) {
-		unsigned char c = fr->many[i].bytes[0];
+		unsigned char c = pat_bytes(&fr->many[i])[0];
 		framer_first(fr)[c >> 3] |= (unsigned char)(1u << (c & 7));
 	}
 	changed(fr, ASYNC_CHAT_TERM_ANY, n);
@@ -379,7 +385,7 @@ async_chat_framer_get_terminator(const struct async_chat_framer *fr,
 	out->kind = fr->kind;
 	switch (fr->kind) {
 	case ASYNC_CHAT_TERM_STRING:
-		out->bytes = fr->one.bytes;
+		out->bytes = pat_bytes(&fr->one);
 		out->len = fr->one.len;
 		break;
 	case ASYNC_CHAT_TERM_COUNT:
@@ -486,7 +492,7 @@ scan_string(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
     size_t *end, size_t *term_len, int *matched)
 {
 	struct framer_pattern *p = &fr->one;
-	const unsigned char *t = p->bytes, *q;
+	const unsigned char *t = pat_bytes(p), *q;
 	const size_t len = p->len;
 	size_t state = p->state, i = 0;
 
@@ -578,9 +584,11 @@ scan_any(struct async_chat_framer *fr, const unsigned char *buf, size_t n,
 			struct framer_pattern *p = &pat[j];
 			size_t s = p->state;
 
-			while (s > 0 && p->bytes[s] != c)
+			const unsigned char *b = pat_bytes(p);
+
+			while (s > 0 && b[s] != c)
 				s = p->border[s];
-			if (p->bytes[s] == c)
+			if (b[s] == c)
 				s++;
 			if (s == p->len) {
 				if (p->len > best_len) {
@@ -679,7 +687,7 @@ take(struct async_chat_framer *fr, struct span *sp, size_t n, int held,
 		sp->len -= n;
 		ev->consumed += n;
 	}
-	fr->scanned = fr->scanned > n ? fr->scanned - n : 0;
+	fr->scanned = fr->scanned > n ? fr->scanned - (uint32_t)n : 0;
 }
 
 /* Hand out up to n frame bytes at q, the front run, under the bound;
@@ -778,7 +786,9 @@ static int
 scan_step(struct async_chat_framer *fr, struct span *sp,
     struct async_chat_framer_event *ev)
 {
-	const size_t rest = carry_rest(fr), total = rest + sp->len;
+	/* A huge span is scanned a window at a time. */
+	const size_t window = sp->len < FRAMER_SCAN_MAX ? sp->len : FRAMER_SCAN_MAX;
+	const size_t rest = carry_rest(fr), total = rest + window;
 	size_t end = 0, term_len = 0;
 	int matched = 0, found = 0;
 
@@ -788,24 +798,24 @@ scan_step(struct async_chat_framer *fr, struct span *sp,
 		found = scan(fr, fr->carry + fr->carry_off + fr->scanned,
 		    rest - fr->scanned, &end, &term_len, &matched);
 		end += fr->scanned;
-		fr->scanned = found ? end : rest;
+		fr->scanned = (uint32_t)(found ? end : rest);
 	}
 	if (!found && fr->scanned < total) {
 		size_t from = fr->scanned - rest;
 
-		found = scan(fr, sp->p + from, sp->len - from, &end, &term_len,
+		found = scan(fr, sp->p + from, window - from, &end, &term_len,
 		    &matched);
 		end += fr->scanned;
-		fr->scanned = found ? end : total;
+		fr->scanned = (uint32_t)(found ? end : total);
 	}
 	if (found) {
-		fr->todo = end - term_len;
+		fr->todo = (uint32_t)(end - term_len);
 		fr->term_len = (uint32_t)term_len;
 		fr->matched = (uint8_t)matched;
 		fr->have_end = 1;
 		return GO_ON;
 	}
-	fr->todo = total - held_back(fr);
+	fr->todo = (uint32_t)(total - held_back(fr));
 	if (fr->todo > 0)
 		return GO_ON;
 	/* Everything is a possible terminator prefix: keep it, so the
@@ -948,8 +958,8 @@ length_step(struct async_chat_framer *fr, struct span *sp,
 			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
 		cut = fr->lf->spec.strip < fr->lf->hdr_len ? fr->lf->spec.strip : fr->lf->hdr_len;
 		carry_drop(fr, (size_t)cut);
-		fr->todo = fr->lf->hdr_len - cut;
-		fr->scanned = (size_t)fr->todo;
+		fr->todo = (uint32_t)(fr->lf->hdr_len - cut);
+		fr->scanned = fr->todo;
 		fr->lf->strip_left = fr->lf->spec.strip - cut;
 		fr->lf_phase = LF_BODY;
 		return GO_ON;
@@ -1010,7 +1020,7 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 		m = t == 2 ? 0 : 1;
 	} else if (fr->kind == ASYNC_CHAT_TERM_STRING &&
 	    fr->one.len <= FAST_TERM_MAX) {
-		const unsigned char *tb = fr->one.bytes;
+		const unsigned char *tb = pat_bytes(&fr->one);
 
 		t = fr->one.len;
 		for (q = p; (size_t)(end - q) >= t; q++) {
@@ -1034,7 +1044,7 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 	fr->have_end = 1;
 	fr->term_len = (uint32_t)t;
 	fr->matched = (uint8_t)m;
-	fr->scanned = t;
+	fr->scanned = (uint32_t)t;
 	*frame_len = start;
 	return 1;
 }
@@ -1072,7 +1082,7 @@ next_event(struct async_chat_framer *fr, struct span *sp,
 			if (n > fr->todo)
 				n = (size_t)fr->todo;
 			rc = deliver(fr, sp, q, n, held, ev, &got);
-			fr->todo -= got;
+			fr->todo -= (uint32_t)got;
 		} else if (fr->have_end) {
 			return end_frame(fr, sp, ev);
 		} else {

@@ -13,14 +13,18 @@
 
 /* One byte-string alternative with its KMP border table. */
 struct framer_pattern {
-	/* One allocation: the border table, then the bytes.  border[k] is
-	 * the longest proper border of bytes[0..k). */
+	/* One allocation: the border table, then the bytes (at
+	 * border + cap + 1).  border[k] is the longest proper border of
+	 * bytes[0..k). */
 	uint32_t *border;
-	unsigned char *bytes;
 	uint32_t len;
 	uint32_t cap;     /* longest pattern the allocation holds */
 	uint32_t state;   /* bytes of this pattern matched at the scan point */
 };
+
+/* The most bytes of a span one scan looks at; the rest waits for the
+ * next call, so the counts of scanned bytes stay 32-bit. */
+#define FRAMER_SCAN_MAX ((size_t)1 << 30)
 
 /* Held bytes up to this many live in the framer itself. */
 #define FRAMER_CARRY_INLINE 8
@@ -61,8 +65,7 @@ struct async_chat_framer {
 	 * bytes follow them.
 	 */
 	unsigned char *carry;
-	uint64_t todo;
-	size_t scanned;
+	uint32_t todo, scanned; /* within FRAMER_SCAN_MAX of the front */
 	uint32_t carry_off, carry_len, carry_cap;
 	uint32_t term_len;
 

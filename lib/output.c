@@ -82,7 +82,6 @@ entry_free(struct async_chat *chat, struct fifo_entry *e)
 {
 	switch (e->kind) {
 	case FIFO_DATA:
-		chat->queued -= evbuffer_get_length(e->u.buf);
 		evbuffer_free(e->u.buf);
 		break;
 	case FIFO_PRODUCER:
@@ -99,18 +98,15 @@ entry_free(struct async_chat *chat, struct fifo_entry *e)
 /* Where pushed bytes go now: the output buffer, or a FIFO_DATA entry at
  * the tail when something waits in the FIFO. */
 static struct evbuffer *
-push_target(struct async_chat *chat, int *queued)
+push_target(struct async_chat *chat)
 {
 	struct fifo_entry *e;
 
 	/* Set before the bytes go in: a bufferevent pair hands them to its
 	 * partner, and may run the write callback, inside the add itself. */
 	chat->output_busy = 1;
-	if (chat->head == NULL) {
-		*queued = 0;
+	if (chat->head == NULL)
 		return bufferevent_get_output(chat->bev);
-	}
-	*queued = 1;
 	if (chat->tail->kind == FIFO_DATA)
 		return chat->tail->u.buf;
 	e = calloc(1, sizeof(*e));
@@ -126,15 +122,12 @@ push_target(struct async_chat *chat, int *queued)
 	return e->u.buf;
 }
 
-/* Finish a push whose add (result rc) ran between async_chat__enter() and here:
- * count len bytes (not measured on the target: a bufferevent pair may
- * already have handed them on) and let go of the channel, which the
- * pair's write callback, run inside the add, may have closed. */
+/* Finish a push whose add (result rc) ran between async_chat__enter()
+ * and here: let go of the channel, which the pair's write callback, run
+ * inside the add, may have closed. */
 static int
-push_done(struct async_chat *chat, int queued, size_t len, int rc)
+push_done(struct async_chat *chat, int rc)
 {
-	if (rc == 0 && queued)
-		chat->queued += len;
 	if (async_chat__leave(chat) == 0 && rc < 0) {
 		errno = ENOMEM;
 		return -1;
@@ -146,7 +139,6 @@ int
 async_chat_push(struct async_chat *chat, const void *data, size_t len)
 {
 	struct evbuffer *target;
-	int queued;
 
 	if (push_check(chat) < 0 || length_check(chat, len, 0) < 0)
 		return -1;
@@ -156,13 +148,13 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	}
 	if (len == 0)
 		return 0;
-	target = push_target(chat, &queued);
+	target = push_target(chat);
 	if (target == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
 	async_chat__enter(chat);
-	return push_done(chat, queued, len, evbuffer_add(target, data, len));
+	return push_done(chat, evbuffer_add(target, data, len));
 }
 
 /* Add the header and the payload to target in one commit, so that a
@@ -189,7 +181,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 	unsigned char small[64], *hdr = small;
 	struct evbuffer *target;
 	ev_ssize_t n;
-	int queued, rc;
+	int rc;
 
 	if (push_check(chat) < 0)
 		return -1;
@@ -216,7 +208,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		return -1;
 	}
 	n = async_chat_length_field_encode(spec, len, hdr, spec->offset + 10);
-	if (n < 0 || (target = push_target(chat, &queued)) == NULL) {
+	if (n < 0 || (target = push_target(chat)) == NULL) {
 		int saved = n < 0 ? errno : ENOMEM;
 
 		if (hdr != small)
@@ -228,7 +220,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 	rc = add_framed(target, hdr, (size_t)n, data, len);
 	if (hdr != small)
 		free(hdr);
-	return push_done(chat, queued, (size_t)n + len, rc);
+	return push_done(chat, rc);
 }
 
 /* Moving a chain per small buffer would make the output a list of tiny
@@ -257,7 +249,6 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 {
 	struct evbuffer *target;
 	size_t len;
-	int queued;
 
 	if (push_check(chat) < 0)
 		return -1;
@@ -270,13 +261,13 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 		return 0;
 	if (length_check(chat, len, 0) < 0)
 		return -1;
-	target = push_target(chat, &queued);
+	target = push_target(chat);
 	if (target == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
 	async_chat__enter(chat);
-	return push_done(chat, queued, len, add_buffer(target, buf, len));
+	return push_done(chat, add_buffer(target, buf, len));
 }
 
 /*
@@ -378,7 +369,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 {
 	struct evbuffer *target;
 	struct async_chat__ref *r;
-	int queued, rc;
+	int rc;
 
 	if (push_check(chat) < 0 || length_check(chat, len, 1) < 0)
 		return -1;
@@ -401,7 +392,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		chat->ref_owner->refs = 1;
 	}
 	r = malloc(sizeof(*r));
-	if (r == NULL || (target = push_target(chat, &queued)) == NULL) {
+	if (r == NULL || (target = push_target(chat)) == NULL) {
 		free(r);
 		errno = ENOMEM;
 		return -1;
@@ -416,7 +407,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		r->owner->refs--;
 		free(r);
 	}
-	return push_done(chat, queued, len, rc);
+	return push_done(chat, rc);
 }
 
 /*
@@ -700,10 +691,17 @@ shut_down(struct async_chat *chat)
 size_t
 async_chat_output_pending(const struct async_chat *chat)
 {
+	const struct fifo_entry *e;
+	size_t n;
+
 	if (chat == NULL || chat->closed)
 		return 0;
-	return evbuffer_get_length(bufferevent_get_output(chat->bev)) +
-	    chat->queued;
+	n = evbuffer_get_length(bufferevent_get_output(chat->bev));
+	/* Data waits in the FIFO only behind producers: few entries. */
+	for (e = chat->head; e != NULL; e = e->next)
+		if (e->kind == FIFO_DATA)
+			n += evbuffer_get_length(e->u.buf);
+	return n;
 }
 
 /*
@@ -800,13 +798,10 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 	chat->refilling = 1;
 	while (st == 0 && !chat->closed && (e = chat->head) != NULL) {
 		if (e->kind == FIFO_DATA) {
-			size_t len = evbuffer_get_length(e->u.buf);
-
 			if (evbuffer_add_buffer(out, e->u.buf) < 0) {
 				st = OUT_NOMEM;
 				break;
 			}
-			chat->queued -= len;
 			entry_pop(chat);
 			entry_free(chat, e);
 		} else if (e->kind == FIFO_PRODUCER) {
