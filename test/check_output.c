@@ -113,8 +113,10 @@ START_TEST(test_fifo_order)
 	struct evbuffer *buf;
 	int fd1, fd2, fd3, sees_close;
 
-	if (fx_start(&c, every_kind[_i]) != 0)
-		return; /* no ::1 here */
+	if (fx_start(&c, every_kind[_i]) != 0) {
+		fx_end(&c); /* no ::1 here */
+		return;
+	}
 	/* A bufferevent pair tells its partner nothing when one end is
 	 * freed, so only a socket peer sees the close as EOF. */
 	sees_close = every_kind[_i] != FX_PAIR && every_kind[_i] != FX_PAIR_SYNC;
@@ -1173,8 +1175,10 @@ START_TEST(test_push_file_ranges)
 	struct stat st[4];
 	int fd[4], i;
 
-	if (fx_start(&c, every_kind[_i]) != 0)
-		return; /* no ::1 here */
+	if (fx_start(&c, every_kind[_i]) != 0) {
+		fx_end(&c); /* no ::1 here */
+		return;
+	}
 	for (i = 0; i < 4; i++)
 		fd[i] = fx_temp_file(content, &st[i]);
 	ck_assert_int_eq(async_chat_push_file(c.chat, fd[0], 0, -1), 0);
