@@ -25,7 +25,6 @@
 #include <execinfo.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -40,8 +39,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "asynchat.h"
-#include "testutil.h"
+#include "fixture.h"
 
 /* bench/load's load_run(), for a reduced run of it (part 4). */
 #define LOAD_EMBEDDED
@@ -1210,40 +1208,22 @@ sweep(int v, int sticky)
 	fflush(stdout);
 }
 
-START_TEST(test_alloc_fail_collect)
+/* Every variant, failing the N-th allocation only, then every allocation
+ * from the N-th on. */
+static const struct {
+	int v, sticky;
+} sweeps[] = {
+    {0, 0}, {V_MESSAGE, 0}, {V_DEFAULTS, 0}, {V_DEFAULTS | V_MESSAGE, 0},
+    {V_PAIR, 0}, {V_PAIR | V_MESSAGE, 0}, {V_PAIR | V_DEFAULTS, 0},
+    {V_PAIR | V_DEFAULTS | V_MESSAGE, 0},
+    {0, 1}, {V_MESSAGE, 1}, {V_DEFAULTS, 1}, {V_DEFAULTS | V_MESSAGE, 1},
+    {V_PAIR, 1}, {V_PAIR | V_MESSAGE, 1}, {V_PAIR | V_DEFAULTS, 1},
+    {V_PAIR | V_DEFAULTS | V_MESSAGE, 1},
+};
+
+START_TEST(test_alloc_fail)
 {
-	sweep(0, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_message)
-{
-	sweep(V_MESSAGE, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_defaults)
-{
-	sweep(V_DEFAULTS, 0);
-	sweep(V_DEFAULTS | V_MESSAGE, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_pair)
-{
-	int v;
-
-	for (v = V_PAIR; v < 2 * V_PAIR; v++)
-		sweep(v, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_sticky)
-{
-	int v;
-
-	for (v = 0; v < 2 * V_PAIR; v++)
-		sweep(v, 1);
+	sweep(sweeps[_i].v, sweeps[_i].sticky);
 }
 END_TEST
 
@@ -1530,27 +1510,18 @@ flood_skipped(int message)
 	ck_assert_int_lt(rss1 - rss0, RSS_GROWTH_MAX_KIB);
 }
 
-START_TEST(test_flood_collect)
-{
-	flood_bounded(0);
-}
-END_TEST
+/* Collect and message mode, the bound kept or each oversized frame
+ * skipped. */
+static const struct {
+	int message, skip;
+} floods[] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
 
-START_TEST(test_flood_message)
+START_TEST(test_flood)
 {
-	flood_bounded(1);
-}
-END_TEST
-
-START_TEST(test_flood_skipped_collect)
-{
-	flood_skipped(0);
-}
-END_TEST
-
-START_TEST(test_flood_skipped_message)
-{
-	flood_skipped(1);
+	if (floods[_i].skip)
+		flood_skipped(floods[_i].message);
+	else
+		flood_bounded(floods[_i].message);
 }
 END_TEST
 
@@ -1573,82 +1544,55 @@ pattern_at(uint64_t k)
 }
 
 struct nonreader {
-	struct event_base *base;
-	struct async_chat *chat;
-	evutil_socket_t fd[2];
-	struct event *peer_ev;
 	uint64_t target, pushed, received;
 	size_t max_pending;
-	int drains, errors, frees, peer_eof, bad_byte, closing;
+	int bad_byte, closing;
 	uint64_t bad_at;
 };
 
 static void
-nr_pump(struct nonreader *nr)
+nr_pump(struct fx_chan *c)
 {
+	struct nonreader *nr = c->user;
 	unsigned char buf[NR_CHUNK];
 
-	while (nr->chat != NULL && nr->pushed < nr->target &&
-	    async_chat_output_pending(nr->chat) < NR_LIMIT) {
+	while (!c->gone && nr->pushed < nr->target &&
+	       async_chat_output_pending(c->chat) < NR_LIMIT) {
 		size_t n = NR_CHUNK, i;
 
 		if (n > nr->target - nr->pushed)
 			n = (size_t)(nr->target - nr->pushed);
 		for (i = 0; i < n; i++)
 			buf[i] = pattern_at(nr->pushed + i);
-		ck_assert_int_eq(async_chat_push(nr->chat, buf, n), 0);
+		ck_assert_int_eq(async_chat_push(c->chat, buf, n), 0);
 		nr->pushed += n;
-		if (async_chat_output_pending(nr->chat) > nr->max_pending)
-			nr->max_pending = async_chat_output_pending(nr->chat);
+		if (async_chat_output_pending(c->chat) > nr->max_pending)
+			nr->max_pending = async_chat_output_pending(c->chat);
 	}
-	if (nr->chat != NULL && nr->pushed == nr->target && !nr->closing) {
+	if (!c->gone && nr->pushed == nr->target && !nr->closing) {
 		nr->closing = 1;
-		ck_assert_int_eq(async_chat_close_when_done(nr->chat), 0);
+		ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
 	}
 }
 
+/* Push again on handle_drain; close on an error. */
 static void
-nr_drain(struct async_chat *chat, void *arg)
+nr_hook(struct fx_chan *c, enum fx_cb which)
 {
-	struct nonreader *nr = arg;
-
-	(void)chat;
-	nr->drains++;
-	nr_pump(nr);
+	if (which == FX_DRAIN)
+		nr_pump(c);
+	else if (which == FX_ERROR)
+		async_chat_close(c->chat);
 }
 
 static void
-nr_error(struct async_chat *chat, int err, void *arg)
+nr_peer_read(struct fx_peer *p, struct evbuffer *in)
 {
-	((struct nonreader *)arg)->errors++;
-	async_chat_close(chat);
-}
-
-static void
-nr_free(struct async_chat *chat, void *arg)
-{
-	struct nonreader *nr = arg;
-
-	(void)chat;
-	nr->frees++;
-	nr->chat = NULL;
-}
-
-static const struct async_chat_handlers nr_h = {
-	.handle_error = nr_error,
-	.handle_drain = nr_drain,
-	.handle_free = nr_free,
-};
-
-static void
-nr_peer_read(evutil_socket_t fd, short what, void *arg)
-{
-	struct nonreader *nr = arg;
+	struct nonreader *nr = p->user;
 	unsigned char buf[65536];
-	ssize_t n, i;
+	int n, i;
 
-	(void)what;
-	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+	while ((n = evbuffer_remove(in, buf, sizeof(buf))) > 0) {
 		for (i = 0; i < n && !nr->bad_byte; i++) {
 			if (buf[i] != pattern_at(nr->received + (uint64_t)i)) {
 				nr->bad_byte = 1;
@@ -1657,23 +1601,12 @@ nr_peer_read(evutil_socket_t fd, short what, void *arg)
 		}
 		nr->received += (uint64_t)n;
 	}
-	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-		nr->peer_eof = 1;
-		event_del(nr->peer_ev);
-	}
-}
-
-static int
-cond_nr_done(void *arg)
-{
-	const struct nonreader *nr = arg;
-
-	return nr->peer_eof;
 }
 
 START_TEST(test_non_reading_peer)
 {
 	static struct nonreader nr;
+	struct fx_chan c;
 	long rss0 = peak_rss_kib(), rss1, rss2;
 	uint64_t stalled_pushed;
 	int i;
@@ -1682,50 +1615,49 @@ START_TEST(test_non_reading_peer)
 	nr.target = (uint64_t)((double)NR_BYTES * test_scale());
 	if (nr.target < 4 * NR_LIMIT)
 		nr.target = 4 * NR_LIMIT;
-	nr.base = event_base_new();
-	ck_assert_ptr_nonnull(nr.base);
-	tu_socketpair(nr.fd);
-	nr.chat = async_chat_new(nr.base, nr.fd[0], &nr_h, &nr);
-	ck_assert_ptr_nonnull(nr.chat);
+	fx_init(&c, NULL);
+	/* Message mode, and the default handle_close. */
+	c.h.collect_incoming_data = NULL;
+	c.h.found_terminator = NULL;
+	c.h.handle_close = NULL;
+	c.hook = nr_hook;
+	c.user = &nr;
+	fx_open(&c, FX_SOCKETPAIR);
 	/* The peer reads nothing: push at every turn for a while. */
+	ck_assert_int_eq(bufferevent_disable(c.p.bev, EV_READ), 0);
 	for (i = 0; i < NR_TURNS; i++) {
-		nr_pump(&nr);
-		event_base_loop(nr.base, EVLOOP_NONBLOCK);
+		nr_pump(&c);
+		event_base_loop(c.base, EVLOOP_NONBLOCK);
 	}
-	tu_run_until(nr.base, NULL, NULL, 100);
-	nr_pump(&nr);
+	fx_wait(&c, NULL, 100);
+	nr_pump(&c);
 	stalled_pushed = nr.pushed;
 	rss1 = peak_rss_kib();
 	ck_assert_uint_le(nr.max_pending, NR_LIMIT + NR_CHUNK);
 	ck_assert_uint_lt(stalled_pushed, nr.target);
-	ck_assert_int_eq(nr.errors, 0);
+	ck_assert_int_eq(c.f.errors, 0);
 	ck_assert_int_lt(rss1 - rss0, RSS_GROWTH_MAX_KIB);
 	/* Now the peer reads: everything arrives, in order. */
-	nr.peer_ev = event_new(nr.base, nr.fd[1], EV_READ | EV_PERSIST,
-	    nr_peer_read, &nr);
-	ck_assert_ptr_nonnull(nr.peer_ev);
-	ck_assert_int_eq(event_add(nr.peer_ev, NULL), 0);
-	ck_assert_int_eq(tu_run_until(nr.base, cond_nr_done, &nr,
-			     20 * WAIT_MS),
-	    0);
+	c.p.on_read = nr_peer_read;
+	c.p.user = &nr;
+	ck_assert_int_eq(bufferevent_enable(c.p.bev, EV_READ), 0);
+	ck_assert_int_eq(fx_wait(&c, fx_until_peer_eof, 20 * WAIT_MS), 0);
 	rss2 = peak_rss_kib();
 	ck_assert_msg(!nr.bad_byte, "byte %llu is wrong",
 	    (unsigned long long)nr.bad_at);
 	ck_assert_uint_eq(nr.received, nr.target);
 	ck_assert_uint_eq(nr.pushed, nr.target);
-	ck_assert_int_eq(nr.errors, 0);
-	ck_assert_int_eq(nr.frees, 1);
+	ck_assert_int_eq(c.f.errors, 0);
+	ck_assert_int_eq(c.f.frees, 1);
 	ck_assert_uint_le(nr.max_pending, NR_LIMIT + NR_CHUNK);
 	ck_assert_int_lt(rss2 - rss0, RSS_GROWTH_MAX_KIB);
 	printf("non-reading peer: %llu bytes pushed while it did not read "
 	       "(pending at most %zu); then %llu bytes in all, in order, "
 	       "%d drains; peak RSS %ld KiB (grew %ld KiB)\n",
 	    (unsigned long long)stalled_pushed, nr.max_pending,
-	    (unsigned long long)nr.received, nr.drains, rss2, rss2 - rss0);
+	    (unsigned long long)nr.received, c.f.drains, rss2, rss2 - rss0);
 	fflush(stdout);
-	event_free(nr.peer_ev);
-	event_base_free(nr.base);
-	evutil_closesocket(nr.fd[1]);
+	fx_end(&c);
 }
 END_TEST
 
@@ -1758,51 +1690,44 @@ START_TEST(test_load_reduced)
 }
 END_TEST
 
-static Suite *
-faults_suite(void)
-{
-	Suite *s = suite_create("faults");
-	TCase *tc = tcase_create("alloc");
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, test_alloc_fail_collect);
-	tcase_add_test(tc, test_alloc_fail_message);
-	tcase_add_test(tc, test_alloc_fail_defaults);
-	tcase_add_test(tc, test_alloc_fail_pair);
-	tcase_add_test(tc, test_alloc_fail_sticky);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("flood");
-	tcase_set_timeout(tc, 1200);
-	tcase_add_test(tc, test_flood_collect);
-	tcase_add_test(tc, test_flood_message);
-	tcase_add_test(tc, test_flood_skipped_collect);
-	tcase_add_test(tc, test_flood_skipped_message);
-	tcase_add_test(tc, test_non_reading_peer);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("load");
-	tcase_set_timeout(tc, 300);
-	tcase_add_test(tc, test_load_reduced);
-	suite_add_tcase(s, tc);
-	return s;
+static void
+alloc_tests(TCase *tc)
+{
+	tcase_add_loop_test(tc, test_alloc_fail, 0, N(sweeps));
 }
 
-int
-main(void)
+static void
+flood_tests(TCase *tc)
+{
+	tcase_add_loop_test(tc, test_flood, 0, N(floods));
+	tcase_add_test(tc, test_non_reading_peer);
+}
+
+static void
+load_tests(TCase *tc)
+{
+	tcase_add_test(tc, test_load_reduced);
+}
+
+static void
+before(void)
 {
 	void *frames[2];
-	SRunner *sr;
-	int failed;
 
 	/* Before any libevent allocation, or libevent would free with our
 	 * hook what it allocated without it. */
 	event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
 	/* backtrace() loads its unwinder on first use: not inside a hook. */
 	backtrace(frames, 2);
-	/* A peer that has gone must give EPIPE, not kill the suite. */
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(faults_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+static const struct fx_tcase tcases[] = {
+    {"alloc", 600, alloc_tests},
+    {"flood", 1200, flood_tests},
+    {"load", 300, load_tests},
+    {NULL, 0, NULL},
+};
+
+const struct fx_suite fx_suite = {"faults", tcases, before};
