@@ -228,6 +228,81 @@ START_TEST(test_push_empty)
 END_TEST
 
 /*
+ * push_buffer
+ */
+
+/* A content above 1 KiB is moved and a small one copied: either way the
+ * caller's buffer is left empty and stays usable, and the bytes go out
+ * in call order. */
+START_TEST(test_push_buffer)
+{
+	struct fx_chan c;
+	struct evbuffer *buf = evbuffer_new(), *want = evbuffer_new();
+	char big[3000];
+	size_t len;
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_ptr_nonnull(want);
+	memset(big, 'b', sizeof(big));
+	fx_start(&c, FX_SOCKETPAIR);
+	ck_assert_int_eq(evbuffer_add(buf, big, sizeof(big)), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
+	ck_assert_int_eq(evbuffer_add(buf, "small", 5), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
+	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
+	ck_assert_int_eq(evbuffer_add(buf, big, sizeof(big)), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
+	len = 2 * sizeof(big) + 6;
+	ck_assert_uint_eq(async_chat_output_pending(c.chat), len);
+	ck_assert_int_eq(evbuffer_add(want, big, sizeof(big)), 0);
+	ck_assert_int_eq(evbuffer_add(want, "small|", 6), 0);
+	ck_assert_int_eq(evbuffer_add(want, big, sizeof(big)), 0);
+	fx_run_got(&c, len);
+	ck_assert(fx_got_is(&c, evbuffer_pullup(want, -1), len));
+	evbuffer_free(buf);
+	evbuffer_free(want);
+	fx_end(&c);
+}
+END_TEST
+
+/*
+ * push_reference
+ */
+
+/* The bytes are not copied: the cleanup runs once, when they have been
+ * sent, with the pointer and length given; a NULL cleanup is allowed. */
+START_TEST(test_push_reference)
+{
+	static const char one[] = "first;", two[] = "second;";
+	struct fx_chan c;
+	struct ref r1, r2;
+
+	fx_start(&c, FX_SOCKETPAIR);
+	ck_assert_int_eq(push_ref(c.chat, &r1, one), 0);
+	ck_assert_int_eq(async_chat_push(c.chat, "copy;", 5), 0);
+	ck_assert_int_eq(
+	    async_chat_push_reference(c.chat, "bare;", 5, NULL, NULL), 0);
+	ck_assert_int_eq(push_ref(c.chat, &r2, two), 0);
+	/* The loop has not run: nothing has been sent yet. */
+	ck_assert_int_eq(r1.runs, 0);
+	ck_assert_int_eq(r2.runs, 0);
+	ck_assert_uint_eq(async_chat_output_pending(c.chat), 6 + 5 + 5 + 7);
+	fx_run_got(&c, 6 + 5 + 5 + 7);
+	ck_assert_got(&c, "first;copy;bare;second;");
+	c.want_drains = 1;
+	fx_run(&c, fx_until_drains);
+	ck_assert_int_eq(r1.runs, 1);
+	ck_assert_int_eq(r2.runs, 1);
+	fx_end(&c);
+	ck_assert_int_eq(r1.runs, 1);
+	ck_assert_int_eq(r2.runs, 1);
+}
+END_TEST
+
+/*
  * Producers
  */
 
@@ -1364,6 +1439,18 @@ push_tests(TCase *tc)
 }
 
 static void
+push_buffer_tests(TCase *tc)
+{
+	tcase_add_test(tc, test_push_buffer);
+}
+
+static void
+push_reference_tests(TCase *tc)
+{
+	tcase_add_test(tc, test_push_reference);
+}
+
+static void
 producer_tests(TCase *tc)
 {
 	tcase_add_loop_test(
@@ -1428,6 +1515,8 @@ argument_tests(TCase *tc)
 static const struct fx_tcase tcases[] = {
     {"fifo", 60, fifo_tests},
     {"push", 60, push_tests},
+    {"push_buffer", 60, push_buffer_tests},
+    {"push_reference", 60, push_reference_tests},
     {"producers", 60, producer_tests},
     {"markers", 60, marker_tests},
     {"discard", 60, discard_tests},
