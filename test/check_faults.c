@@ -1282,115 +1282,67 @@ sender_main(void *arg)
 }
 
 struct flood {
-	struct event_base *base;
-	struct async_chat *chat;
-	evutil_socket_t fd[2];
+	struct fx_chan c;
 	struct sender snd;
 	pthread_t thread;
-	int skip;               /* answer the error by skipping the frame */
-	uint64_t delivered;     /* collected, or taken from the frame buffer */
-	uint64_t discarded;     /* unread input dropped by discard_buffers */
-	size_t max_held;        /* most bytes the channel held at once */
-	int errors, last_error, closes, frees;
-	int bad;
+	int skip;           /* answer the error by skipping the frame */
+	uint64_t taken;     /* taken from the frame buffer */
+	uint64_t discarded; /* unread input dropped by discard_buffers */
+	size_t max_held;    /* most bytes the channel held at once */
 };
 
 /* The bytes the channel holds: unread input and the frame buffer. */
 static size_t
 held(struct flood *fl)
 {
-	struct bufferevent *bev = async_chat_get_bufferevent(fl->chat);
+	struct bufferevent *bev = async_chat_get_bufferevent(fl->c.chat);
 	size_t n;
 
 	if (bev == NULL)
 		return 0;
 	n = evbuffer_get_length(bufferevent_get_input(bev)) +
-	    evbuffer_get_length(async_chat_incoming(fl->chat));
+	    evbuffer_get_length(async_chat_incoming(fl->c.chat));
 	if (n > fl->max_held)
 		fl->max_held = n;
 	return n;
 }
 
 static void
-fl_collect(struct async_chat *chat, const char *data, size_t len, void *arg)
+flood_hook(struct fx_chan *c, enum fx_cb which)
 {
-	struct flood *fl = arg;
+	struct flood *fl = c->user;
+	struct evbuffer *in;
 
-	(void)chat;
-	(void)data;
-	fl->delivered += len;
-	held(fl);
+	switch (which) {
+	case FX_COLLECT:
+		held(fl);
+		break;
+	case FX_CLOSE:
+		fl->taken += evbuffer_get_length(async_chat_incoming(c->chat));
+		break;
+	case FX_ERROR:
+		held(fl);
+		if (!fl->skip || c->f.last_error != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
+			break;
+		/* Skip the oversized frame: what was taken counts as
+		 * delivered, what was left unread as discarded, then read
+		 * on. */
+		in = bufferevent_get_input(async_chat_get_bufferevent(c->chat));
+		fl->taken += evbuffer_get_length(async_chat_incoming(c->chat));
+		fl->discarded += evbuffer_get_length(in);
+		ck_assert_int_eq(async_chat_discard_buffers(c->chat), 0);
+		ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+		break;
+	default:
+		break;
+	}
 }
 
-static void
-fl_found(struct async_chat *chat, void *arg)
+/* Collected, or taken from the frame buffer. */
+static uint64_t
+delivered(const struct flood *fl)
 {
-	((struct flood *)arg)->bad++; /* no terminator is ever sent */
-}
-
-static void
-fl_close(struct async_chat *chat, void *arg)
-{
-	struct flood *fl = arg;
-
-	fl->closes++;
-	fl->delivered += evbuffer_get_length(async_chat_incoming(chat));
-}
-
-static void
-fl_error(struct async_chat *chat, int err, void *arg)
-{
-	struct flood *fl = arg;
-	struct evbuffer *in = bufferevent_get_input(
-	    async_chat_get_bufferevent(chat));
-
-	fl->errors++;
-	fl->last_error = err;
-	held(fl);
-	if (!fl->skip || err != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
-		return;
-	/* Skip the oversized frame: what was taken counts as delivered,
-	 * what was left unread as discarded, then read on. */
-	fl->delivered += evbuffer_get_length(async_chat_incoming(chat));
-	fl->discarded += evbuffer_get_length(in);
-	ck_assert_int_eq(async_chat_discard_buffers(chat), 0);
-	ck_assert_int_eq(async_chat_resume_reading(chat), 0);
-}
-
-static void
-fl_free(struct async_chat *chat, void *arg)
-{
-	struct flood *fl = arg;
-
-	(void)chat;
-	fl->frees++;
-	fl->chat = NULL;
-}
-
-static const struct async_chat_handlers fl_collect_h = {
-	.collect_incoming_data = fl_collect,
-	.found_terminator = fl_found,
-	.handle_close = fl_close,
-	.handle_error = fl_error,
-	.handle_free = fl_free,
-};
-static const struct async_chat_handlers fl_message_h = {
-	.found_terminator = fl_found,
-	.handle_close = fl_close,
-	.handle_error = fl_error,
-	.handle_free = fl_free,
-};
-
-static int
-cond_fl_error(void *arg)
-{
-	return ((struct flood *)arg)->errors > 0;
-}
-
-static int
-cond_fl_eof(void *arg)
-{
-	return ((struct flood *)arg)->closes > 0;
+	return fl->c.collected + fl->taken;
 }
 
 static void
@@ -1398,15 +1350,16 @@ flood_start(struct flood *fl, int message, int skip)
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->skip = skip;
-	fl->base = event_base_new();
-	ck_assert_ptr_nonnull(fl->base);
-	tu_socketpair(fl->fd);
-	fl->chat = async_chat_new(fl->base, fl->fd[0],
-	    message ? &fl_message_h : &fl_collect_h, fl);
-	ck_assert_ptr_nonnull(fl->chat);
-	ck_assert_int_eq(async_chat_set_terminator(fl->chat, "\r\n", 2), 0);
-	ck_assert_int_eq(async_chat_set_max_frame(fl->chat, MAX_FRAME), 0);
-	fl->snd.fd = fl->fd[1];
+	fx_init(&fl->c, NULL);
+	if (message)
+		fl->c.h.collect_incoming_data = NULL;
+	fl->c.count_only = 1;
+	fl->c.hook = flood_hook;
+	fl->c.user = fl;
+	fx_open(&fl->c, FX_SOCKETPAIR);
+	ck_assert_int_eq(async_chat_set_terminator(fl->c.chat, "\r\n", 2), 0);
+	ck_assert_int_eq(async_chat_set_max_frame(fl->c.chat, MAX_FRAME), 0);
+	fl->snd.fd = fl->c.p.fd;
 	fl->snd.total = (uint64_t)((double)FLOOD_BYTES * test_scale());
 	if (fl->snd.total < ((uint64_t)16 << 20))
 		fl->snd.total = (uint64_t)16 << 20; /* far past the bound */
@@ -1419,12 +1372,11 @@ static void
 flood_stop(struct flood *fl)
 {
 	atomic_store(&fl->snd.stop, 1);
-	if (fl->chat != NULL)
-		async_chat_close(fl->chat); /* the sender's writes now fail */
+	if (!fl->c.gone)
+		async_chat_close(fl->c.chat); /* the sender's writes now fail */
 	ck_assert_int_eq(pthread_join(fl->thread, NULL), 0);
-	ck_assert_int_eq(fl->frees, 1);
-	event_base_free(fl->base);
-	evutil_closesocket(fl->fd[1]);
+	ck_assert_int_eq(fl->c.f.frees, 1);
+	fx_end(&fl->c);
 }
 
 /* The bound is reached once; reading stays paused however much the peer
@@ -1434,36 +1386,31 @@ static void
 flood_bounded(int message)
 {
 	static struct flood fl;
+	struct fx_chan *c = &fl.c;
 	const size_t bound = MAX_FRAME + ASYNC_CHAT_DEFAULT_BUFFER_SIZE + 2;
 	long rss0 = peak_rss_kib(), rss1;
-	uint64_t delivered;
+	uint64_t got;
 	size_t in_len;
 
 	flood_start(&fl, message, 0);
-	ck_assert_int_eq(tu_run_until(fl.base, cond_fl_error, &fl, WAIT_MS),
-	    0);
-	ck_assert_int_eq(fl.errors, 1);
-	ck_assert_int_eq(fl.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert_int_eq(async_chat_reading_paused(fl.chat), 1);
-	if (message)
-		fl.delivered =
-		    evbuffer_get_length(async_chat_incoming(fl.chat));
-	ck_assert_uint_eq(fl.delivered, MAX_FRAME);
-	delivered = fl.delivered;
-	in_len = evbuffer_get_length(
-	    bufferevent_get_input(async_chat_get_bufferevent(fl.chat)));
+	ck_assert_int_eq(fx_wait(c, fx_until_errors, WAIT_MS), 0);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
+	got = message ? evbuffer_get_length(async_chat_incoming(c->chat)) :
+	                delivered(&fl);
+	ck_assert_uint_eq(got, MAX_FRAME);
+	in_len = fx_input_len(c);
 	/* Let the peer push against the paused channel for a while. */
-	tu_run_until(fl.base, NULL, NULL, 300);
-	ck_assert_int_eq(fl.errors, 1);
-	ck_assert_int_eq(fl.bad, 0);
-	ck_assert_int_eq(async_chat_reading_paused(fl.chat), 1);
+	fx_wait(c, NULL, 300);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.founds, 0); /* no terminator is ever sent */
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
 	if (!message)
-		ck_assert_uint_eq(fl.delivered, delivered);
-	ck_assert_uint_eq(evbuffer_get_length(async_chat_incoming(fl.chat)),
+		ck_assert_uint_eq(delivered(&fl), got);
+	ck_assert_uint_eq(evbuffer_get_length(async_chat_incoming(c->chat)),
 	    message ? MAX_FRAME : 0);
-	ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_input(
-			      async_chat_get_bufferevent(fl.chat))),
-	    in_len);
+	ck_assert_uint_eq(fx_input_len(c), in_len);
 	ck_assert_uint_le(held(&fl), bound);
 	ck_assert_uint_le(fl.max_held, bound);
 	ck_assert_int_eq(atomic_load(&fl.snd.done), 0); /* still trying */
@@ -1485,27 +1432,30 @@ static void
 flood_skipped(int message)
 {
 	static struct flood fl;
+	struct fx_chan *c = &fl.c;
 	const size_t bound = MAX_FRAME + ASYNC_CHAT_DEFAULT_BUFFER_SIZE + 2;
 	long rss0 = peak_rss_kib(), rss1;
+	uint64_t all;
+	int errors;
 
 	flood_start(&fl, message, 1);
-	ck_assert_int_eq(tu_run_until(fl.base, cond_fl_eof, &fl, 20 * WAIT_MS),
-	    0);
-	ck_assert_int_eq(fl.bad, 0);
+	ck_assert_int_eq(fx_wait(c, fx_until_closes, 20 * WAIT_MS), 0);
+	ck_assert_int_eq(c->f.founds, 0); /* no terminator is ever sent */
 	ck_assert_int_eq(fl.snd.err, 0);
-	ck_assert_int_gt(fl.errors, 0);
-	ck_assert_int_eq(fl.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert_uint_eq(fl.delivered + fl.discarded, fl.snd.total);
+	ck_assert_int_gt(c->f.errors, 0);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert_uint_eq(delivered(&fl) + fl.discarded, fl.snd.total);
 	ck_assert_uint_le(fl.max_held, bound);
+	all = delivered(&fl);
+	errors = c->f.errors;
 	flood_stop(&fl);
 	rss1 = peak_rss_kib();
 	printf("flood (%s, frames skipped): %llu bytes streamed, %llu "
 	       "delivered, %llu discarded, %d frame-too-long errors; channel "
 	       "held at most %zu bytes; peak RSS %ld KiB (grew %ld KiB)\n",
 	    message ? "message" : "collect", (unsigned long long)fl.snd.sent,
-	    (unsigned long long)fl.delivered,
-	    (unsigned long long)fl.discarded, fl.errors, fl.max_held, rss1,
-	    rss1 - rss0);
+	    (unsigned long long)all, (unsigned long long)fl.discarded, errors,
+	    fl.max_held, rss1, rss1 - rss0);
 	fflush(stdout);
 	ck_assert_int_lt(rss1 - rss0, RSS_GROWTH_MAX_KIB);
 }

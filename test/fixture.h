@@ -10,6 +10,7 @@
 #include <check.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -111,6 +112,9 @@ struct fx_chan {
 	int paused_at_error;
 	int matched[8];            /* matched_terminator in each found */
 	size_t nmatched;
+	int count_only;            /* collect counts the bytes without
+	                            * keeping them (a flood) */
+	uint64_t collected;        /* bytes collected, when count_only */
 	fx_hook hook;              /* runs in every callback but free */
 	struct {                   /* runs fn once, in the nth call of cb */
 		enum fx_cb cb;
@@ -228,6 +232,10 @@ struct fx_addr fx_loopback(int family, int port);
 struct async_chat_listener *fx_listen(struct event_base *base, int family,
     async_chat_accept_fn fn, void *arg);
 int fx_listener_port(struct async_chat_listener *l);
+/* An accept callback: the accepted socket becomes the channel of the
+ * struct fx_chan arg, whose family the address must have. */
+void fx_accept(struct async_chat_listener *l, evutil_socket_t fd,
+    const struct sockaddr *addr, int addrlen, void *arg);
 /* A blocking connect: over loopback it completes in the listener's
  * backlog whether or not the loop has accepted yet. */
 evutil_socket_t fx_tcp_client(int family, int port);
