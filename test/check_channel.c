@@ -86,33 +86,28 @@ once(struct fx_chan *c, enum fx_cb cb, int nth, fx_hook fn)
  * Framing over a socket: collect mode and message mode
  */
 
-START_TEST(test_collect_mode)
+FX_TEST(test_collect_mode, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n", 2), 0);
-	fx_sends(&c, "hello\r\nworld\r\npart");
-	c.want = 2;
-	fx_run(&c, fx_until_founds);
-	c.want = 4;
-	fx_run(&c, fx_until_collected);
-	ck_assert(tu_frame_is(&c.f, 0, "hello"));
-	ck_assert(tu_frame_is(&c.f, 1, "world"));
-	ck_assert(tu_cur_eq(&c.f, "part", 4));
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_sends(c, "hello\r\nworld\r\npart");
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+	c->want = 4;
+	fx_run(c, fx_until_collected);
+	ck_assert(tu_frame_is(&c->f, 0, "hello"));
+	ck_assert(tu_frame_is(&c->f, 1, "world"));
+	ck_assert(tu_cur_eq(&c->f, "part", 4));
 	/* A terminator split across writes is still found. */
-	fx_sends(&c, "ial\r");
-	c.want = 7;
-	fx_run(&c, fx_until_collected);
-	fx_sends(&c, "\n");
-	c.want = 3;
-	fx_run(&c, fx_until_founds);
-	ck_assert(tu_frame_is(&c.f, 2, "partial"));
-	ck_assert_int_eq(c.f.errors, 0);
-	ck_assert_int_eq(c.f.closes, 0);
-	fx_end(&c);
+	fx_sends(c, "ial\r");
+	c->want = 7;
+	fx_run(c, fx_until_collected);
+	fx_sends(c, "\n");
+	c->want = 3;
+	fx_run(c, fx_until_founds);
+	ck_assert(tu_frame_is(&c->f, 2, "partial"));
+	ck_assert_int_eq(c->f.errors, 0);
+	ck_assert_int_eq(c->f.closes, 0);
 }
-END_TEST
 
 /* Message mode: found_terminator takes the frame from the incoming buffer;
  * what it leaves stays there and the next frame is appended to it. */
@@ -200,7 +195,7 @@ http_found(struct fx_chan *c, enum fx_cb which)
 	}
 }
 
-START_TEST(test_terminator_change_same_read)
+FX_TEST(test_terminator_change_same_read, FX_SOCKETPAIR)
 {
 	static const char req[] =
 	    "POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\n"
@@ -208,52 +203,44 @@ START_TEST(test_terminator_change_same_read)
 	    "POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\n"
 	    "xyz"
 	    "GET /c HTTP/1.1\r\n\r\n";
-	struct fx_chan c;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	c.hook = http_found;
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n\r\n", 4), 0);
-	fx_send(&c, req, sizeof(req) - 1);
-	c.want = 5;
-	fx_run(&c, fx_until_founds);
+	c->hook = http_found;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n\r\n", 4), 0);
+	fx_send(c, req, sizeof(req) - 1);
+	c->want = 5;
+	fx_run(c, fx_until_founds);
 	ck_assert(
-	    tu_frame_is(&c.f, 0, "POST /a HTTP/1.1\r\nContent-Length: 5"));
-	ck_assert(tu_frame_is(&c.f, 1, "hello"));
+	    tu_frame_is(&c->f, 0, "POST /a HTTP/1.1\r\nContent-Length: 5"));
+	ck_assert(tu_frame_is(&c->f, 1, "hello"));
 	ck_assert(
-	    tu_frame_is(&c.f, 2, "POST /b HTTP/1.1\r\nContent-Length: 3"));
-	ck_assert(tu_frame_is(&c.f, 3, "xyz"));
-	ck_assert(tu_frame_is(&c.f, 4, "GET /c HTTP/1.1"));
-	ck_assert_uint_eq(evbuffer_get_length(c.f.cur), 0);
-	fx_end(&c);
+	    tu_frame_is(&c->f, 2, "POST /b HTTP/1.1\r\nContent-Length: 3"));
+	ck_assert(tu_frame_is(&c->f, 3, "xyz"));
+	ck_assert(tu_frame_is(&c->f, 4, "GET /c HTTP/1.1"));
+	ck_assert_uint_eq(evbuffer_get_length(c->f.cur), 0);
 }
-END_TEST
 
 /* discard_buffers inside collect: "def", its "\n" and the rest of the
  * input are gone; the frame never ended. */
-START_TEST(test_discard_in_collect)
+FX_TEST(test_discard_in_collect, FX_PAIR_SYNC)
 {
 	static const char *const first[] = {"abc", "def\nnext\n"};
 	static const char *const second[] = {"after\n"};
-	struct fx_chan c;
 
-	fx_start(&c, FX_PAIR_SYNC);
-	once(&c, FX_COLLECT, 1, do_discard_all);
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	pair_send_chains(&c, first, 2);
-	c.want = 1;
-	ck_assert_int_eq(fx_wait(&c, fx_until_founds, FX_SETTLE_MS), -1);
-	ck_assert_int_eq(c.once.done, 1);
-	ck_assert_int_eq(c.f.collects, 1);
-	ck_assert_int_eq(c.f.founds, 0);
-	ck_assert_uint_eq(fx_input_len(&c), 0);
+	once(c, FX_COLLECT, 1, do_discard_all);
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	pair_send_chains(c, first, 2);
+	c->want = 1;
+	ck_assert_int_eq(fx_wait(c, fx_until_founds, FX_SETTLE_MS), -1);
+	ck_assert_int_eq(c->once.done, 1);
+	ck_assert_int_eq(c->f.collects, 1);
+	ck_assert_int_eq(c->f.founds, 0);
+	ck_assert_uint_eq(fx_input_len(c), 0);
 	/* Later input frames normally. */
-	pair_send_chains(&c, second, 1);
-	fx_run(&c, fx_until_founds);
-	ck_assert(tu_frame_is(&c.f, 0, "after"));
-	ck_assert_int_eq(c.f.founds, 1);
-	fx_end(&c);
+	pair_send_chains(c, second, 1);
+	fx_run(c, fx_until_founds);
+	ck_assert(tu_frame_is(&c->f, 0, "after"));
+	ck_assert_int_eq(c->f.founds, 1);
 }
-END_TEST
 
 /* Discarding, or pausing, while the held-back bytes are collected at EOF:
  * "abc" comes in one collect, the held-back "\r" in a second one at EOF. */
@@ -303,46 +290,41 @@ START_TEST(test_pause_in_collect_at_eof)
 }
 END_TEST
 
-START_TEST(test_in_buffer_size_one)
+FX_TEST(test_in_buffer_size_one, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat),
+	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat),
 	    ASYNC_CHAT_DEFAULT_BUFFER_SIZE);
-	EXPECT_ERRNO(async_chat_set_in_buffer_size(c.chat, 0), EINVAL);
+	EXPECT_ERRNO(async_chat_set_in_buffer_size(c->chat, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_set_in_buffer_size(
-	                 c.chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
+	                 c->chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
 	    EINVAL);
 	EXPECT_ERRNO(async_chat_set_in_buffer_size(NULL, 1), EINVAL);
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(NULL), 0);
-	ck_assert_int_eq(async_chat_set_in_buffer_size(c.chat, 1), 0);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat), 1);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n", 2), 0);
-	fx_sends(&c, "hello\r\nworld\r\n\r\n");
-	c.want = 3;
-	fx_run(&c, fx_until_founds);
-	ck_assert_uint_eq(c.f.max_collect, 1);
-	ck_assert(tu_frame_is(&c.f, 0, "hello"));
-	ck_assert(tu_frame_is(&c.f, 1, "world"));
-	ck_assert(tu_frame_is(&c.f, 2, ""));
+	ck_assert_int_eq(async_chat_set_in_buffer_size(c->chat, 1), 0);
+	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat), 1);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_sends(c, "hello\r\nworld\r\n\r\n");
+	c->want = 3;
+	fx_run(c, fx_until_founds);
+	ck_assert_uint_eq(c->f.max_collect, 1);
+	ck_assert(tu_frame_is(&c->f, 0, "hello"));
+	ck_assert(tu_frame_is(&c->f, 1, "world"));
+	ck_assert(tu_frame_is(&c->f, 2, ""));
 	/* A lone "\r" is held back as a possible terminator prefix, then
 	 * released together with the byte after it (as CPython does): a
 	 * collect call gets at most one new byte plus the released ones. */
-	fx_sends(&c, "wo\rld\r\nlast\r");
-	c.want = 4;
-	fx_run(&c, fx_until_founds);
-	c.want = 4;
-	fx_run(&c, fx_until_collected);
-	ck_assert(tu_frame_is(&c.f, 3, "wo\rld"));
-	ck_assert_uint_le(c.f.max_collect, 2);
-	fx_shut(&c);
-	fx_run(&c, fx_until_closes);
-	ck_assert(fx_buf_is_str(c.at_close, "last\r"));
-	ck_assert_uint_le(c.f.max_collect, 2);
-	fx_end(&c);
+	fx_sends(c, "wo\rld\r\nlast\r");
+	c->want = 4;
+	fx_run(c, fx_until_founds);
+	c->want = 4;
+	fx_run(c, fx_until_collected);
+	ck_assert(tu_frame_is(&c->f, 3, "wo\rld"));
+	ck_assert_uint_le(c->f.max_collect, 2);
+	fx_shut(c);
+	fx_run(c, fx_until_closes);
+	ck_assert(fx_buf_is_str(c->at_close, "last\r"));
+	ck_assert_uint_le(c->f.max_collect, 2);
 }
-END_TEST
 
 static void
 check_count_left(struct fx_chan *c, enum fx_cb which)
@@ -365,73 +347,67 @@ check_count_left(struct fx_chan *c, enum fx_cb which)
 	c->state++;
 }
 
-START_TEST(test_count_remaining)
+FX_TEST(test_count_remaining, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	c.hook = check_count_left;
-	ck_assert_int_eq(async_chat_set_in_buffer_size(c.chat, 3), 0);
-	ck_assert_int_eq(async_chat_set_terminator_count(c.chat, 10), 0);
-	fx_sends(&c, "0123456789rest");
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
-	c.want = 4;
-	fx_run(&c, fx_until_collected);
-	ck_assert(tu_frame_is(&c.f, 0, "0123456789"));
-	ck_assert(tu_cur_eq(&c.f, "rest", 4));
-	ck_assert_int_ge(c.state, 4); /* 3 + 3 + 3 + 1 at least */
-	fx_end(&c);
+	c->hook = check_count_left;
+	ck_assert_int_eq(async_chat_set_in_buffer_size(c->chat, 3), 0);
+	ck_assert_int_eq(async_chat_set_terminator_count(c->chat, 10), 0);
+	fx_sends(c, "0123456789rest");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	c->want = 4;
+	fx_run(c, fx_until_collected);
+	ck_assert(tu_frame_is(&c->f, 0, "0123456789"));
+	ck_assert(tu_cur_eq(&c->f, "rest", 4));
+	ck_assert_int_ge(c->state, 4); /* 3 + 3 + 3 + 1 at least */
 }
-END_TEST
 
-START_TEST(test_get_terminator_kinds)
+FX_TEST(test_get_terminator_kinds, FX_SOCKETPAIR)
 {
 	struct async_chat_terminator t;
 	const void *terms[3] = {"\r\n", "\n", "END"};
 	size_t lens[3] = {2, 1, 3};
-	struct fx_chan c;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "ab\0c", 4), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "ab\0c", 4), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_STRING);
 	ck_assert_uint_eq(t.len, 4);
 	ck_assert_int_eq(memcmp(t.bytes, "ab\0c", 4), 0);
-	ck_assert_int_eq(async_chat_set_terminator_count(c.chat, 7), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator_count(c->chat, 7), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_COUNT);
 	ck_assert_uint_eq(t.count, 7);
 	ck_assert_ptr_null(t.bytes);
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_LINE);
 	ck_assert_uint_eq(t.alternatives, 2);
-	ck_assert_int_eq(async_chat_set_terminators(c.chat, terms, lens, 3), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(
+	    async_chat_set_terminators(c->chat, terms, lens, 3), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_ANY);
 	ck_assert_uint_eq(t.alternatives, 3);
-	ck_assert_int_eq(async_chat_set_terminator_none(c.chat), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator_none(c->chat), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
 	/* Count 0 and the empty string are the none terminator. */
-	ck_assert_int_eq(async_chat_set_terminator_count(c.chat, 0), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator_count(c->chat, 0), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "", 0), 0);
-	ck_assert_int_eq(async_chat_get_terminator(c.chat, &t), 0);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "", 0), 0);
+	ck_assert_int_eq(async_chat_get_terminator(c->chat, &t), 0);
 	ck_assert_int_eq(t.kind, ASYNC_CHAT_TERM_NONE);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, NULL, 0), 0);
-	EXPECT_ERRNO(async_chat_set_terminator(c.chat, NULL, 1), EINVAL);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, NULL, 0), 0);
+	EXPECT_ERRNO(async_chat_set_terminator(c->chat, NULL, 1), EINVAL);
 	EXPECT_ERRNO(async_chat_set_terminator(
-	                 c.chat, "x", ASYNC_CHAT_TERMINATOR_MAX + 1),
+	                 c->chat, "x", ASYNC_CHAT_TERMINATOR_MAX + 1),
 	    EINVAL);
 	EXPECT_ERRNO(
-	    async_chat_set_terminators(c.chat, terms, lens, 0), EINVAL);
+	    async_chat_set_terminators(c->chat, terms, lens, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_get_terminator(NULL, &t), EINVAL);
-	EXPECT_ERRNO(async_chat_get_terminator(c.chat, NULL), EINVAL);
+	EXPECT_ERRNO(async_chat_get_terminator(c->chat, NULL), EINVAL);
 	EXPECT_ERRNO(async_chat_set_terminator(NULL, "x", 1), EINVAL);
 	EXPECT_ERRNO(async_chat_set_terminator_count(NULL, 1), EINVAL);
 	EXPECT_ERRNO(async_chat_set_terminator_none(NULL), EINVAL);
@@ -443,9 +419,7 @@ START_TEST(test_get_terminator_kinds)
 	EXPECT_ERRNO(async_chat_reading_paused(NULL), EINVAL);
 	EXPECT_ERRNO(async_chat_discard_buffers(NULL), EINVAL);
 	EXPECT_ERRNO(async_chat_incoming(NULL), EINVAL);
-	fx_end(&c);
 }
-END_TEST
 
 /* Which alternative ended each frame.  terms NULL: line mode. */
 static const void *const alt3[] = {"\r\n", "\n", "END"};
@@ -462,39 +436,34 @@ static const struct matched_case {
 	const char *frames[4];
 	int matched[4];
 } matched_cases[] = {
-    {NULL, NULL, 0, "a\r\nb\nc\r\n\n", 4, {"a", "b", "c", ""},
-        {0, 1, 0, 1}},
+    {NULL, NULL, 0, "a\r\nb\nc\r\n\n", 4, {"a", "b", "c", ""}, {0, 1, 0, 1}},
     {alt3, alt3_lens, 3, "x\r\ny\nzENDw\n", 4, {"x", "y", "z", "w"},
         {0, 1, 2, 1}},
     /* Of matches ending on the same byte the longest wins. */
     {alt_lf_crlf, alt_lf_crlf_lens, 2, "a\r\nb\n", 2, {"a", "b"}, {1, 0}},
 };
 
-START_TEST(test_matched_terminator)
+FX_TEST(test_matched_terminator, FX_SOCKETPAIR)
 {
 	const struct matched_case *m = &matched_cases[_i];
-	struct fx_chan c;
 	size_t i;
 
-	fx_start(&c, FX_SOCKETPAIR);
 	if (m->terms == NULL)
-		ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
+		ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
 	else
 		ck_assert_int_eq(async_chat_set_terminators(
-		                     c.chat, m->terms, m->lens, m->n),
+		                     c->chat, m->terms, m->lens, m->n),
 		    0);
-	fx_sends(&c, m->input);
-	c.want = m->nframes;
-	fx_run(&c, fx_until_founds);
-	ck_assert_uint_eq(c.nmatched, m->nframes);
+	fx_sends(c, m->input);
+	c->want = m->nframes;
+	fx_run(c, fx_until_founds);
+	ck_assert_uint_eq(c->nmatched, m->nframes);
 	for (i = 0; i < m->nframes; i++) {
 		ck_assert_msg(
-		    tu_frame_is(&c.f, i, m->frames[i]), "frame %zu", i);
-		ck_assert_int_eq(c.matched[i], m->matched[i]);
+		    tu_frame_is(&c->f, i, m->frames[i]), "frame %zu", i);
+		ck_assert_int_eq(c->matched[i], m->matched[i]);
 	}
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * EOF
@@ -502,33 +471,28 @@ END_TEST
 
 /* The bytes held back as a possible "\r\n\r\n" prefix reach collect
  * before handle_close runs. */
-START_TEST(test_eof_held_back_collect)
+FX_TEST(test_eof_held_back_collect, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n\r\n", 4), 0);
-	fx_sends(&c, "one\r\n\r\ntwo\r\n\r");
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
-	c.want = 3;
-	fx_run(&c, fx_until_collected);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n\r\n", 4), 0);
+	fx_sends(c, "one\r\n\r\ntwo\r\n\r");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	c->want = 3;
+	fx_run(c, fx_until_collected);
 	/* "\r\n\r" may begin a terminator: the channel holds it back. */
-	ck_assert(tu_cur_eq(&c.f, "two", 3));
-	fx_shut(&c);
-	fx_run(&c, fx_until_closes);
-	ck_assert(fx_buf_is_str(c.at_close, "two\r\n\r"));
-	ck_assert(tu_frame_is(&c.f, 0, "one"));
-	ck_assert_int_eq(c.f.founds, 1);
-	ck_assert_int_eq(c.f.closes, 1);
-	ck_assert_int_eq(c.f.errors, 0);
+	ck_assert(tu_cur_eq(&c->f, "two", 3));
+	fx_shut(c);
+	fx_run(c, fx_until_closes);
+	ck_assert(fx_buf_is_str(c->at_close, "two\r\n\r"));
+	ck_assert(tu_frame_is(&c->f, 0, "one"));
+	ck_assert_int_eq(c->f.founds, 1);
+	ck_assert_int_eq(c->f.closes, 1);
+	ck_assert_int_eq(c->f.errors, 0);
 	/* handle_close is set: the channel stays open until closed. */
-	fx_settle(c.base);
-	ck_assert_int_eq(c.gone, 0);
-	ck_assert_int_eq(c.f.closes, 1);
-	fx_end(&c);
+	fx_settle(c->base);
+	ck_assert_int_eq(c->gone, 0);
+	ck_assert_int_eq(c->f.closes, 1);
 }
-END_TEST
 
 START_TEST(test_eof_held_back_message)
 {
@@ -595,30 +559,25 @@ reply_on_close(struct fx_chan *c, enum fx_cb which)
 		ck_assert_int_eq(async_chat_push(c->chat, "bye\n", 4), 0);
 }
 
-START_TEST(test_half_closed_peer)
+FX_TEST(test_half_closed_peer, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	c.hook = reply_on_close;
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	fx_sends(&c, "hi\n");
-	fx_shut(&c);
-	fx_run(&c, fx_until_closes);
-	fx_run_got(&c, 4);
-	ck_assert(fx_got(&c, "bye\n"));
+	c->hook = reply_on_close;
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	fx_sends(c, "hi\n");
+	fx_shut(c);
+	fx_run(c, fx_until_closes);
+	fx_run_got(c, 4);
+	ck_assert(fx_got(c, "bye\n"));
 	/* Outside any callback, later. */
-	ck_assert_int_eq(async_chat_push(c.chat, "later\n", 6), 0);
-	ck_assert_int_eq(async_chat_shutdown_when_done(c.chat), 0);
-	fx_run(&c, fx_until_peer_eof);
-	ck_assert(fx_got(&c, "bye\nlater\n"));
-	ck_assert_int_eq(c.p.err, 0);
-	ck_assert_int_eq(c.f.closes, 1);
-	ck_assert_int_eq(c.f.errors, 0);
-	ck_assert_int_eq(c.gone, 0);
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_push(c->chat, "later\n", 6), 0);
+	ck_assert_int_eq(async_chat_shutdown_when_done(c->chat), 0);
+	fx_run(c, fx_until_peer_eof);
+	ck_assert(fx_got(c, "bye\nlater\n"));
+	ck_assert_int_eq(c->p.err, 0);
+	ck_assert_int_eq(c->f.closes, 1);
+	ck_assert_int_eq(c->f.errors, 0);
+	ck_assert_int_eq(c->gone, 0);
 }
-END_TEST
 
 /*
  * Errors
@@ -629,8 +588,7 @@ END_TEST
 static const struct {
 	enum fx_kind kind;
 	int with_handler;
-} reset_cases[] = {
-    {FX_TCP4, 1}, {FX_TCP4, 0}, {FX_TCP6, 1}, {FX_TCP6, 0}};
+} reset_cases[] = {{FX_TCP4, 1}, {FX_TCP4, 0}, {FX_TCP6, 1}, {FX_TCP6, 0}};
 
 START_TEST(test_reset_mid_frame)
 {
@@ -1054,9 +1012,9 @@ enum {
 /* The callbacks, and what makes each of them run. */
 static const struct reent_cb {
 	enum fx_cb cb;
-	int max_frame;     /* a frame bound: handle_error runs */
-	const char *push;  /* pushed first: handle_drain runs */
-	int error;         /* the error handle_error must see */
+	int max_frame;    /* a frame bound: handle_error runs */
+	const char *push; /* pushed first: handle_drain runs */
+	int error;        /* the error handle_error must see */
 	int frames;
 } reent_cbs[] = {
     {FX_COLLECT, 0, NULL, 0, FRAMES_IF_KEPT},
@@ -1154,10 +1112,10 @@ START_TEST(test_reentrancy)
 		ck_assert_int_eq(c.f.errors, 0);
 	}
 	/* Calls that change nothing about framing leave the frames alone. */
-	frames = r->frames == FRAMES_IF_KEPT ?
-	             (o->flags & R_KEEPS_FRAMES) != 0 :
-	             r->frames == FRAMES_UNLESS_CLOSED &&
-	                 !(o->flags & R_CLOSES_NOW);
+	frames = r->frames == FRAMES_IF_KEPT
+	             ? (o->flags & R_KEEPS_FRAMES) != 0
+	             : r->frames == FRAMES_UNLESS_CLOSED &&
+	                   !(o->flags & R_CLOSES_NOW);
 	if (frames) {
 		ck_assert_int_eq(c.f.founds, 2);
 		ck_assert(tu_frame_is(&c.f, 0, "abc"));
@@ -1171,60 +1129,51 @@ END_TEST
  * Pause and resume
  */
 
-START_TEST(test_pause_buffered)
+FX_TEST(test_pause_buffered, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	once(&c, FX_FOUND, 1, do_pause);
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	fx_sends(&c, "a\nb\nc\n");
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
+	once(c, FX_FOUND, 1, do_pause);
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	fx_sends(c, "a\nb\nc\n");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
 	/* One read took all of it: "b\nc\n" waits in the input buffer. */
-	ck_assert_uint_eq(fx_input_len(&c), 4);
-	fx_settle(c.base);
-	ck_assert_int_eq(c.f.founds, 1);
-	ck_assert_int_eq(c.f.collects, 1);
-	ck_assert_int_eq(async_chat_reading_paused(c.chat), 1);
+	ck_assert_uint_eq(fx_input_len(c), 4);
+	fx_settle(c->base);
+	ck_assert_int_eq(c->f.founds, 1);
+	ck_assert_int_eq(c->f.collects, 1);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
 	/* Pausing twice is harmless. */
-	ck_assert_int_eq(async_chat_pause_reading(c.chat), 0);
+	ck_assert_int_eq(async_chat_pause_reading(c->chat), 0);
 	/* Resume frames what is buffered with no new data arriving. */
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	ck_assert_int_eq(async_chat_reading_paused(c.chat), 0);
-	c.want = 3;
-	fx_run(&c, fx_until_founds);
-	ck_assert(tu_frame_is(&c.f, 1, "b"));
-	ck_assert(tu_frame_is(&c.f, 2, "c"));
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 0);
+	c->want = 3;
+	fx_run(c, fx_until_founds);
+	ck_assert(tu_frame_is(&c->f, 1, "b"));
+	ck_assert(tu_frame_is(&c->f, 2, "c"));
 	/* Resuming a channel that is not paused is harmless. */
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
 }
-END_TEST
 
 /* Paused in the middle of a frame: the rest of it, already received,
  * waits; resume finishes the frame where it stopped. */
-START_TEST(test_pause_in_collect)
+FX_TEST(test_pause_in_collect, FX_PAIR_SYNC)
 {
 	static const char *const pieces[] = {"abc", "def\nghi\n"};
-	struct fx_chan c;
 
-	fx_start(&c, FX_PAIR_SYNC);
-	once(&c, FX_COLLECT, 1, do_pause);
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	pair_send_chains(&c, pieces, 2);
-	fx_settle(c.base);
-	ck_assert_int_eq(c.f.collects, 1);
-	ck_assert_int_eq(c.f.founds, 0);
-	ck_assert_uint_eq(fx_input_len(&c), 8);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	c.want = 2;
-	fx_run(&c, fx_until_founds);
-	ck_assert(tu_frame_is(&c.f, 0, "abcdef"));
-	ck_assert(tu_frame_is(&c.f, 1, "ghi"));
-	fx_end(&c);
+	once(c, FX_COLLECT, 1, do_pause);
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	pair_send_chains(c, pieces, 2);
+	fx_settle(c->base);
+	ck_assert_int_eq(c->f.collects, 1);
+	ck_assert_int_eq(c->f.founds, 0);
+	ck_assert_uint_eq(fx_input_len(c), 8);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+	ck_assert(tu_frame_is(&c->f, 0, "abcdef"));
+	ck_assert(tu_frame_is(&c->f, 1, "ghi"));
 }
-END_TEST
 
 /* Pausing inside collect on a count's last byte: the frame has ended, and
  * found_terminator runs as soon as reading resumes, with nothing new
@@ -1255,74 +1204,59 @@ until_frame(struct fx_chan *c)
 	return c->f.n > 0;
 }
 
-START_TEST(test_pause_on_count_last_byte)
+FX_TEST(test_pause_on_count_last_byte, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	c.hook = pause_on_count_end;
-	ck_assert_int_eq(async_chat_set_terminator_count(c.chat, 4), 0);
-	fx_sends(&c, "abcd");
-	fx_run(&c, until_paused);
+	c->hook = pause_on_count_end;
+	ck_assert_int_eq(async_chat_set_terminator_count(c->chat, 4), 0);
+	fx_sends(c, "abcd");
+	fx_run(c, until_paused);
 	/* Paused: the frame is owed, not lost, and not yet reported. */
-	ck_assert_int_eq(fx_wait(&c, until_frame, 100), -1);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	fx_run(&c, until_frame);
-	ck_assert(tu_frame_is(&c.f, 0, "abcd"));
-	fx_end(&c);
+	ck_assert_int_eq(fx_wait(c, until_frame, 100), -1);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	fx_run(c, until_frame);
+	ck_assert(tu_frame_is(&c->f, 0, "abcd"));
 }
-END_TEST
 
 /* Paused before anything arrives; the peer sends and closes meanwhile. */
-START_TEST(test_pause_eof_socket)
+FX_TEST(test_pause_eof_socket, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n", 2), 0);
-	ck_assert_int_eq(async_chat_pause_reading(c.chat), 0);
-	ck_assert_int_eq(async_chat_reading_paused(c.chat), 1);
-	fx_sends(&c, "a\r\nb\r");
-	fx_shut(&c);
-	fx_settle(c.base);
-	ck_assert_int_eq(c.f.collects, 0);
-	ck_assert_int_eq(c.f.closes, 0);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	fx_run(&c, fx_until_closes);
-	ck_assert(tu_frame_is(&c.f, 0, "a"));
-	ck_assert(fx_buf_is_str(c.at_close, "b\r"));
-	EXPECT_ERRNO(async_chat_resume_reading(c.chat), EPIPE);
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	ck_assert_int_eq(async_chat_pause_reading(c->chat), 0);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
+	fx_sends(c, "a\r\nb\r");
+	fx_shut(c);
+	fx_settle(c->base);
+	ck_assert_int_eq(c->f.collects, 0);
+	ck_assert_int_eq(c->f.closes, 0);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	fx_run(c, fx_until_closes);
+	ck_assert(tu_frame_is(&c->f, 0, "a"));
+	ck_assert(fx_buf_is_str(c->at_close, "b\r"));
+	EXPECT_ERRNO(async_chat_resume_reading(c->chat), EPIPE);
 }
-END_TEST
 
 /* On a bufferevent pair the EOF event itself arrives while the channel is
  * paused: it is handled after resume, held-back bytes first. */
-START_TEST(test_pause_eof_pair)
+FX_TEST(test_pause_eof_pair, FX_PAIR_SYNC)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_PAIR_SYNC);
-	once(&c, FX_FOUND, 1, do_pause);
-	ck_assert_int_eq(async_chat_get_fd(c.chat), -1);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n", 2), 0);
-	fx_send(&c, "a\r\nb\r\nc\r", 8);
-	fx_shut(&c);
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
-	fx_settle(c.base);
-	ck_assert_int_eq(c.f.founds, 1);
-	ck_assert_int_eq(c.f.closes, 0);
-	ck_assert_int_eq(async_chat_reading_paused(c.chat), 1);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	fx_run(&c, fx_until_closes);
-	ck_assert(tu_frame_is(&c.f, 1, "b"));
-	ck_assert(fx_buf_is_str(c.at_close, "c\r"));
-	ck_assert_int_eq(c.f.founds, 2);
-	EXPECT_ERRNO(async_chat_resume_reading(c.chat), EPIPE);
-	fx_end(&c);
+	once(c, FX_FOUND, 1, do_pause);
+	ck_assert_int_eq(async_chat_get_fd(c->chat), -1);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_send(c, "a\r\nb\r\nc\r", 8);
+	fx_shut(c);
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	fx_settle(c->base);
+	ck_assert_int_eq(c->f.founds, 1);
+	ck_assert_int_eq(c->f.closes, 0);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	fx_run(c, fx_until_closes);
+	ck_assert(tu_frame_is(&c->f, 1, "b"));
+	ck_assert(fx_buf_is_str(c->at_close, "c\r"));
+	ck_assert_int_eq(c->f.founds, 2);
+	EXPECT_ERRNO(async_chat_resume_reading(c->chat), EPIPE);
 }
-END_TEST
 
 /*
  * The frame bound
@@ -1376,53 +1310,50 @@ until_flood_blocked(struct fx_chan *c)
 	return c->f.errors > 0 && fl->blocked;
 }
 
-START_TEST(test_frame_bound_flood)
+FX_TEST(test_frame_bound_flood, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	struct flood fl;
 	size_t sent, buffered;
 
-	fx_start(&c, FX_SOCKETPAIR);
 	memset(&fl, 0, sizeof(fl));
-	c.user = &fl;
-	fl.ev =
-	    event_new(c.base, c.p.fd, EV_WRITE | EV_PERSIST, flood_writecb, &fl);
+	c->user = &fl;
+	fl.ev = event_new(
+	    c->base, c->p.fd, EV_WRITE | EV_PERSIST, flood_writecb, &fl);
 	ck_assert_ptr_nonnull(fl.ev);
 	ck_assert_int_eq(event_add(fl.ev, NULL), 0);
-	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
-	ck_assert_int_eq(async_chat_set_max_frame(c.chat, FLOOD_BOUND), 0);
-	fx_run(&c, until_flood_blocked);
-	ck_assert_int_eq(c.f.errors, 1);
-	ck_assert_int_eq(c.f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert_int_eq(c.paused_at_error, 1);
-	ck_assert_int_eq(async_chat_reading_paused(c.chat), 1);
+	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
+	ck_assert_int_eq(async_chat_set_max_frame(c->chat, FLOOD_BOUND), 0);
+	fx_run(c, until_flood_blocked);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert_int_eq(c->paused_at_error, 1);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
 	/* Exactly the bound was collected, and the flood waits in the
 	 * kernel, not in the process: at most one read is buffered. */
-	ck_assert_uint_eq(evbuffer_get_length(c.f.cur), FLOOD_BOUND);
-	ck_assert_int_eq(c.f.founds, 0);
-	ck_assert_uint_le(fx_input_len(&c), async_chat_get_in_buffer_size(c.chat));
+	ck_assert_uint_eq(evbuffer_get_length(c->f.cur), FLOOD_BOUND);
+	ck_assert_int_eq(c->f.founds, 0);
+	ck_assert_uint_le(
+	    fx_input_len(c), async_chat_get_in_buffer_size(c->chat));
 	ck_assert_uint_lt(fl.sent, FLOOD_LEN);
 	/* The peer stays blocked: nothing more is read while paused. */
 	sent = fl.sent;
-	buffered = fx_input_len(&c);
-	fx_settle(c.base);
+	buffered = fx_input_len(c);
+	fx_settle(c->base);
 	ck_assert_uint_eq(fl.sent, sent);
-	ck_assert_uint_eq(fx_input_len(&c), buffered);
-	ck_assert_int_eq(c.f.errors, 1);
-	ck_assert_uint_eq(evbuffer_get_length(c.f.cur), FLOOD_BOUND);
+	ck_assert_uint_eq(fx_input_len(c), buffered);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_uint_eq(evbuffer_get_length(c->f.cur), FLOOD_BOUND);
 	/* A frame of exactly the bound is allowed. */
-	ck_assert_int_eq(async_chat_set_max_frame(c.chat, FLOOD_LEN), 0);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
+	ck_assert_int_eq(async_chat_set_max_frame(c->chat, FLOOD_LEN), 0);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	c->want = 1;
+	fx_run(c, fx_until_founds);
 	ck_assert_int_eq(fl.done, 1);
-	ck_assert_uint_eq(c.f.len[0], FLOOD_LEN);
-	ck_assert(all_bytes(c.f.frame[0], FLOOD_LEN, 'x'));
-	ck_assert_int_eq(c.f.errors, 1);
+	ck_assert_uint_eq(c->f.len[0], FLOOD_LEN);
+	ck_assert(all_bytes(c->f.frame[0], FLOOD_LEN, 'x'));
+	ck_assert_int_eq(c->f.errors, 1);
 	event_free(fl.ev);
-	fx_end(&c);
 }
-END_TEST
 
 /* A count larger than the bound fails at the bound; message mode
  * counts too. */
@@ -1452,30 +1383,25 @@ END_TEST
 
 /* The bound reached by the held-back bytes handed over at EOF: the EOF
  * waits until the bound is raised and reading resumed. */
-START_TEST(test_frame_bound_at_eof)
+FX_TEST(test_frame_bound_at_eof, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\r\n\r\n", 4), 0);
-	ck_assert_int_eq(async_chat_set_max_frame(c.chat, 3), 0);
-	fx_sends(&c, "ab\r\n\r");
-	fx_shut(&c);
-	fx_run(&c, fx_until_errors);
-	ck_assert_int_eq(c.f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert(fx_buf_is_str(c.at_error, "ab\r"));
-	fx_settle(c.base);
-	ck_assert_int_eq(c.f.closes, 0);
-	ck_assert_int_eq(c.f.errors, 1);
-	ck_assert_int_eq(async_chat_set_max_frame(c.chat, 5), 0);
-	ck_assert_int_eq(async_chat_resume_reading(c.chat), 0);
-	fx_run(&c, fx_until_closes);
-	ck_assert(fx_buf_is_str(c.at_close, "ab\r\n\r"));
-	ck_assert_int_eq(c.f.errors, 1);
-	ck_assert_int_eq(c.f.founds, 0);
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n\r\n", 4), 0);
+	ck_assert_int_eq(async_chat_set_max_frame(c->chat, 3), 0);
+	fx_sends(c, "ab\r\n\r");
+	fx_shut(c);
+	fx_run(c, fx_until_errors);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert(fx_buf_is_str(c->at_error, "ab\r"));
+	fx_settle(c->base);
+	ck_assert_int_eq(c->f.closes, 0);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(async_chat_set_max_frame(c->chat, 5), 0);
+	ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+	fx_run(c, fx_until_closes);
+	ck_assert(fx_buf_is_str(c->at_close, "ab\r\n\r"));
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.founds, 0);
 }
-END_TEST
 
 /*
  * The listener
@@ -1758,7 +1684,8 @@ START_TEST(test_new_bad_args)
 	ck_assert_int_ge(closed_fd, 0);
 	close(closed_fd);
 	event_set_log_callback(quiet_log); /* libevent warns about it */
-	EXPECT_ERRNO(async_chat_new(base, closed_fd, &fx_handlers, NULL), EBADF);
+	EXPECT_ERRNO(
+	    async_chat_new(base, closed_fd, &fx_handlers, NULL), EBADF);
 	event_set_log_callback(NULL);
 	/* On failure fd is not closed: it still carries data. */
 	ck_assert_int_ne(fcntl(sv[0], F_GETFD), -1);
@@ -1846,8 +1773,8 @@ START_TEST(test_accessors)
 	fx_init(&d, base);
 	fx_open(&d, FX_PAIR_SYNC);
 	ck_assert_ptr_nonnull(async_chat_get_bufferevent(d.chat));
-	ck_assert_ptr_eq(bufferevent_pair_get_partner(
-	                     async_chat_get_bufferevent(d.chat)),
+	ck_assert_ptr_eq(
+	    bufferevent_pair_get_partner(async_chat_get_bufferevent(d.chat)),
 	    d.p.bev);
 	ck_assert_int_eq(async_chat_get_fd(d.chat), -1);
 	ck_assert_int_eq(async_chat_connected(d.chat), 1);

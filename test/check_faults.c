@@ -1322,7 +1322,8 @@ flood_hook(struct fx_chan *c, enum fx_cb which)
 		break;
 	case FX_ERROR:
 		held(fl);
-		if (!fl->skip || c->f.last_error != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
+		if (!fl->skip ||
+		    c->f.last_error != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
 			break;
 		/* Skip the oversized frame: what was taken counts as
 		 * delivered, what was left unread as discarded, then read

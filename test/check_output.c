@@ -24,7 +24,7 @@
 struct prod {
 	const char *const *pieces; /* NULL-terminated; a NULL entry ends it */
 	int calls, frees;
-	int fail_at;               /* the call (1-based) that returns -1 */
+	int fail_at; /* the call (1-based) that returns -1 */
 	size_t last_hint;
 	struct fx_chan *c;
 	void (*hook)(struct prod *p, struct evbuffer *out);
@@ -55,8 +55,7 @@ prod_free(void *ctx)
 	((struct prod *)ctx)->frees++;
 }
 
-static const struct async_chat_producer_ops prod_ops = {prod_more,
-    prod_free};
+static const struct async_chat_producer_ops prod_ops = {prod_more, prod_free};
 
 struct ref {
 	const void *data;
@@ -99,51 +98,47 @@ static const enum fx_kind every_kind[] = {
 
 /* Every kind of push, with data pushed while producers wait ahead of it:
  * the peer must see exactly the call order. */
-START_TEST(test_fifo_order)
+FX_TEST(test_fifo_order, every_kind[_i])
 {
 	static const char *const p_pieces[] = {"<P1>", "<P2>", "<P3>", NULL};
 	static const char simple[] = "simple-producer-data!";
 	static const char expect[] = "A:B:C:23456<P1><P2><P3>D:"
 	                             "simple-producer-data!E3456789F"
 	                             "01234567890123456789";
-	struct fx_chan c;
 	struct prod p = {.pieces = p_pieces};
 	struct ref r1, r2;
 	struct stat st1, st2, st3;
 	struct evbuffer *buf;
 	int fd1, fd2, fd3, sees_close;
 
-	if (fx_start(&c, every_kind[_i]) != 0) {
-		fx_end(&c); /* no ::1 here */
-		return;
-	}
 	/* A bufferevent pair tells its partner nothing when one end is
 	 * freed, so only a socket peer sees the close as EOF. */
-	sees_close = every_kind[_i] != FX_PAIR && every_kind[_i] != FX_PAIR_SYNC;
+	sees_close =
+	    every_kind[_i] != FX_PAIR && every_kind[_i] != FX_PAIR_SYNC;
 	fd1 = fx_temp_file("0123456789", &st1);
 	fd2 = fx_temp_file("0123456789", &st2);
 	fd3 = fx_temp_file("01234567890123456789", &st3);
 	buf = evbuffer_new();
 	/* A tiny out_buffer_size keeps producers waiting in the queue, so
 	 * that the later pushes really queue behind them. */
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 4), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "A:", 2), 0);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 4), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "A:", 2), 0);
 	ck_assert_int_eq(evbuffer_add(buf, "B:", 2), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 0); /* moved out */
-	ck_assert_int_eq(push_ref(c.chat, &r1, "C:"), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd1, 2, 5), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
+	ck_assert_int_eq(push_ref(c->chat, &r1, "C:"), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd1, 2, 5), 0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "D:", 2), 0);
+	ck_assert_int_eq(
+	    async_chat_push_simple_producer(c->chat, simple, strlen(simple), 8),
 	    0);
-	ck_assert_int_eq(async_chat_push(c.chat, "D:", 2), 0);
-	ck_assert_int_eq(async_chat_push_simple_producer(
-	                     c.chat, simple, strlen(simple), 8),
-	    0);
-	ck_assert_int_eq(async_chat_push(c.chat, "E", 1), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd2, 3, -1), 0);
-	ck_assert_int_eq(push_ref(c.chat, &r2, "F"), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd3, 0, -1), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "E", 1), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd2, 3, -1), 0);
+	ck_assert_int_eq(push_ref(c->chat, &r2, "F"), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd3, 0, -1), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
 	/* Nothing has been sent or dropped yet (a pair hands bytes to its
 	 * partner at once, but the partner has not read them). */
 	ck_assert_int_eq(r1.runs, 0);
@@ -151,12 +146,12 @@ START_TEST(test_fifo_order)
 	if (sees_close)
 		ck_assert_int_eq(p.frees, 0);
 
-	fx_run(&c, fx_until_gone);
+	fx_run(c, fx_until_gone);
 	if (sees_close)
-		fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, expect);
-	ck_assert_int_eq(c.f.frees, 1);
-	ck_assert_int_eq(c.f.errors, 0);
+		fx_run(c, fx_until_eof);
+	ck_assert_got(c, expect);
+	ck_assert_int_eq(c->f.frees, 1);
+	ck_assert_int_eq(c->f.errors, 0);
 	ck_assert_int_eq(p.calls, 4); /* three pieces and the empty one */
 	ck_assert_int_eq(p.frees, 1);
 	ck_assert_int_eq(r1.runs, 1);
@@ -166,17 +161,14 @@ START_TEST(test_fifo_order)
 	ck_assert(!fx_fd_is_file(fd2, &st2));
 	ck_assert(!fx_fd_is_file(fd3, &st3));
 	evbuffer_free(buf);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * push
  */
 
-START_TEST(test_large_push)
+FX_TEST(test_large_push, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	size_t len = 10 << 20, i;
 	unsigned char *data = malloc(len);
 	uint64_t seed = 7;
@@ -184,48 +176,41 @@ START_TEST(test_large_push)
 	ck_assert_ptr_nonnull(data);
 	for (i = 0; i < len; i++)
 		data[i] = (unsigned char)tu_rand(&seed);
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_push(c.chat, data, len), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), len);
-	c.want = len;
-	c.want_drains = 1;
-	ck_assert_int_eq(fx_wait(&c, until_got_and_drains, 30000), 0);
-	ck_assert(fx_got_is(&c, data, len));
-	ck_assert_int_eq(c.f.drains, 1);
+	ck_assert_int_eq(async_chat_push(c->chat, data, len), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), len);
+	c->want = len;
+	c->want_drains = 1;
+	ck_assert_int_eq(fx_wait(c, until_got_and_drains, 30000), 0);
+	ck_assert(fx_got_is(c, data, len));
+	ck_assert_int_eq(c->f.drains, 1);
 	free(data);
-	fx_end(&c);
 }
-END_TEST
 
-START_TEST(test_push_empty)
+FX_TEST(test_push_empty, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	struct evbuffer *buf = evbuffer_new();
 	struct ref r;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_push(c.chat, "ignored", 0), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, NULL, 0), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "ignored", 0), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, NULL, 0), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
 	r.data = "r";
 	r.len = 0;
 	r.runs = 0;
 	ck_assert_int_eq(
-	    async_chat_push_reference(c.chat, "r", 0, ref_cleanup, &r), 0);
+	    async_chat_push_reference(c->chat, "r", 0, ref_cleanup, &r), 0);
 	ck_assert_int_le(r.runs, 1);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
+	ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
 	ck_assert_int_eq(r.runs, 1);
-	ck_assert_int_eq(c.f.drains, 0); /* nothing was ever queued */
-	ck_assert_got(&c, "");
-	ck_assert_int_eq(async_chat_push(c.chat, "z", 1), 0);
-	fx_run_got(&c, 1);
-	ck_assert_got(&c, "z");
+	ck_assert_int_eq(c->f.drains, 0); /* nothing was ever queued */
+	ck_assert_got(c, "");
+	ck_assert_int_eq(async_chat_push(c->chat, "z", 1), 0);
+	fx_run_got(c, 1);
+	ck_assert_got(c, "z");
 	evbuffer_free(buf);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * push_buffer
@@ -234,9 +219,8 @@ END_TEST
 /* A content above 1 KiB is moved and a small one copied: either way the
  * caller's buffer is left empty and stays usable, and the bytes go out
  * in call order. */
-START_TEST(test_push_buffer)
+FX_TEST(test_push_buffer, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	struct evbuffer *buf = evbuffer_new(), *want = evbuffer_new();
 	char big[3000];
 	size_t len;
@@ -244,29 +228,26 @@ START_TEST(test_push_buffer)
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_ptr_nonnull(want);
 	memset(big, 'b', sizeof(big));
-	fx_start(&c, FX_SOCKETPAIR);
 	ck_assert_int_eq(evbuffer_add(buf, big, sizeof(big)), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
 	ck_assert_int_eq(evbuffer_add(buf, "small", 5), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "|", 1), 0);
 	ck_assert_int_eq(evbuffer_add(buf, big, sizeof(big)), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 0);
 	len = 2 * sizeof(big) + 6;
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), len);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), len);
 	ck_assert_int_eq(evbuffer_add(want, big, sizeof(big)), 0);
 	ck_assert_int_eq(evbuffer_add(want, "small|", 6), 0);
 	ck_assert_int_eq(evbuffer_add(want, big, sizeof(big)), 0);
-	fx_run_got(&c, len);
-	ck_assert(fx_got_is(&c, evbuffer_pullup(want, -1), len));
+	fx_run_got(c, len);
+	ck_assert(fx_got_is(c, evbuffer_pullup(want, -1), len));
 	evbuffer_free(buf);
 	evbuffer_free(want);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * push_reference
@@ -313,8 +294,7 @@ struct adds {
 };
 
 static void
-count_adds(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
+count_adds(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
 	struct adds *a = arg;
 
@@ -328,11 +308,10 @@ static const struct {
 	size_t buffer_size, len, piece;
 } simple_cases[] = {{8, 21, 8}, {0, 1300, 512}, {100, 100, 100}};
 
-START_TEST(test_simple_producer_pieces)
+FX_TEST(test_simple_producer_pieces, FX_SOCKETPAIR)
 {
 	size_t buffer_size = simple_cases[_i].buffer_size;
 	size_t len = simple_cases[_i].len, piece = simple_cases[_i].piece;
-	struct fx_chan c;
 	struct adds adds = {{0}, 0};
 	struct evbuffer *out;
 	struct evbuffer_cb_entry *cbe;
@@ -344,29 +323,26 @@ START_TEST(test_simple_producer_pieces)
 	ck_assert_ptr_nonnull(data);
 	for (i = 0; i < len; i++)
 		data[i] = (unsigned char)tu_rand(&seed);
-	fx_start(&c, FX_SOCKETPAIR);
-	out = bufferevent_get_output(async_chat_get_bufferevent(c.chat));
+	out = bufferevent_get_output(async_chat_get_bufferevent(c->chat));
 	cbe = evbuffer_add_cb(out, count_adds, &adds);
 	ck_assert_ptr_nonnull(cbe);
-	ck_assert_int_eq(async_chat_push_simple_producer(
-	                     c.chat, data, len, buffer_size),
+	ck_assert_int_eq(
+	    async_chat_push_simple_producer(c->chat, data, len, buffer_size),
 	    0);
 	/* The producer holds its own copy. */
 	memset(data, 0, len);
-	fx_run_got(&c, len);
+	fx_run_got(c, len);
 	ck_assert_int_eq(evbuffer_remove_cb_entry(out, cbe), 0);
 	seed = 0x5eed + len;
 	for (i = 0; i < len; i++)
 		data[i] = (unsigned char)tu_rand(&seed);
-	ck_assert(fx_got_is(&c, data, len));
+	ck_assert(fx_got_is(c, data, len));
 	ck_assert_int_eq(adds.count, (int)((len + piece - 1) / piece));
 	for (k = 0; k < adds.count; k++)
-		ck_assert_uint_eq(adds.n[k],
-		    k + 1 < adds.count ? piece : len - k * piece);
+		ck_assert_uint_eq(
+		    adds.n[k], k + 1 < adds.count ? piece : len - k * piece);
 	free(data);
-	fx_end(&c);
 }
-END_TEST
 
 /* Producers are pulled only while the output buffer is below
  * out_buffer_size. */
@@ -404,9 +380,9 @@ gen_more(void *ctx, struct evbuffer *out, size_t size_hint)
 	/* Pulled only below out_buffer_size, with nothing queued behind. */
 	ck_assert_uint_lt(have, BIG_OUT);
 	ck_assert_uint_eq(async_chat_output_pending(chat), have);
-	n = g->total - g->produced < size_hint ?
-	        (size_t)(g->total - g->produced) :
-	        size_hint;
+	n = g->total - g->produced < size_hint
+	        ? (size_t)(g->total - g->produced)
+	        : size_hint;
 	if (n == 0)
 		return 0;
 	ck_assert_int_eq(evbuffer_reserve_space(out, (ev_ssize_t)n, &v, 1), 1);
@@ -460,21 +436,19 @@ until_gen_done(struct fx_chan *c)
 	return g->received >= g->total && g->frees > 0;
 }
 
-START_TEST(test_producer_paced_by_out_buffer_size)
+FX_TEST(test_producer_paced_by_out_buffer_size, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-	struct gen g = {.c = &c, .total = BIG_TOTAL};
+	struct gen g = {.c = c, .total = BIG_TOTAL};
 
-	fx_start(&c, FX_SOCKETPAIR);
-	c.user = &g;
-	c.p.on_read = gen_peer_read;
-	c.p.user = &g;
+	c->user = &g;
+	c->p.on_read = gen_peer_read;
+	c->p.user = &g;
 	/* A slow reader: small reads, one per event. */
-	bufferevent_set_max_single_read(c.p.bev, 16384);
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, BIG_OUT), 0);
+	bufferevent_set_max_single_read(c->p.bev, 16384);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, BIG_OUT), 0);
 	ck_assert_int_eq(
-	    async_chat_push_with_producer(c.chat, &gen_ops, &g), 0);
-	ck_assert_int_eq(fx_wait(&c, until_gen_done, 60000), 0);
+	    async_chat_push_with_producer(c->chat, &gen_ops, &g), 0);
+	ck_assert_int_eq(fx_wait(c, until_gen_done, 60000), 0);
 	ck_assert_uint_eq(g.produced, BIG_TOTAL);
 	ck_assert_uint_eq(g.received, BIG_TOTAL);
 	ck_assert_int_eq(g.frees, 1);
@@ -482,12 +456,10 @@ START_TEST(test_producer_paced_by_out_buffer_size)
 	ck_assert_int_eq(g.calls, (int)(BIG_TOTAL / BIG_OUT) + 1);
 	ck_assert_uint_le(g.max_out, 2 * BIG_OUT);
 	ck_assert_uint_gt(g.max_out, 0);
-	c.want_drains = 1;
-	fx_run(&c, fx_until_drains);
-	ck_assert_int_eq(c.f.drains, 1);
-	fx_end(&c);
+	c->want_drains = 1;
+	fx_run(c, fx_until_drains);
+	ck_assert_int_eq(c->f.drains, 1);
 }
-END_TEST
 
 START_TEST(test_producer_error_handled)
 {
@@ -498,11 +470,11 @@ START_TEST(test_producer_error_handled)
 
 	fx_start(&c, FX_SOCKETPAIR);
 	ck_assert_int_eq(async_chat_push(c.chat, "before;", 7), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &p), 0);
 	ck_assert_int_eq(async_chat_push(c.chat, ";after;", 7), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &q),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &q), 0);
 	fx_run_got(&c, strlen("before;p1;after;p1p2"));
 	ck_assert_got(&c, "before;p1;after;p1p2");
 	ck_assert_int_eq(c.f.errors, 1);
@@ -542,12 +514,12 @@ START_TEST(test_producer_error_default_closes)
 	struct prod q = {0};
 
 	start_with_defaults(&c);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &p), 0);
 	ck_assert_int_eq(c.f.frees, 0);
 	ck_assert_int_eq(async_chat_push(c.chat, "lost", 4), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &q),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &q), 0);
 	fx_run(&c, fx_until_gone);
 	ck_assert_int_eq(c.f.frees, 1);
 	ck_assert_int_eq(p.calls, 1);
@@ -570,8 +542,8 @@ START_TEST(test_producer_error_default_closes_in_loop)
 	start_with_defaults(&c);
 	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 1), 0);
 	ck_assert_int_eq(async_chat_push(c.chat, "data;", 5), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &p), 0);
 	ck_assert_int_eq(async_chat_push(c.chat, "lost", 4), 0);
 	fx_run(&c, fx_until_eof);
 	ck_assert_got(&c, "data;p1");
@@ -598,31 +570,27 @@ hook_push(struct prod *p, struct evbuffer *out)
 
 /* Bytes pushed inside more() go behind the producer, in call order with
  * the application's own pushes. */
-START_TEST(test_producer_pushes)
+FX_TEST(test_producer_pushes, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"[1]", "[2]", "[3]", NULL};
 	const char *expect;
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces, .hook = hook_push};
 
-	fx_start(&c, FX_SOCKETPAIR);
-	p.c = &c;
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	p.c = c;
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
 	/* Whether more() already ran decides the call order. */
-	expect = p.calls == 0 ? "[1][2][3]end(pushed-in-1)(pushed-in-2)" :
-	                        "[1][2][3](pushed-in-1)(pushed-in-2)end";
-	ck_assert_int_eq(async_chat_push(c.chat, "end", 3), 0);
-	fx_run_got(&c, strlen(expect));
-	ck_assert_got(&c, expect);
+	expect = p.calls == 0 ? "[1][2][3]end(pushed-in-1)(pushed-in-2)"
+	                      : "[1][2][3](pushed-in-1)(pushed-in-2)end";
+	ck_assert_int_eq(async_chat_push(c->chat, "end", 3), 0);
+	fx_run_got(c, strlen(expect));
+	ck_assert_got(c, expect);
 	ck_assert_int_eq(p.calls, 4);
 	ck_assert_int_eq(p.frees, 1);
-	c.want_drains = 1;
-	fx_run(&c, fx_until_drains);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	fx_end(&c);
+	c->want_drains = 1;
+	fx_run(c, fx_until_drains);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
 }
-END_TEST
 
 static void
 hook_close(struct prod *p, struct evbuffer *out)
@@ -650,8 +618,8 @@ START_TEST(test_producer_closes_channel)
 		ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 1), 0);
 		ck_assert_int_eq(async_chat_push(c.chat, "first", 5), 0);
 	}
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &p), 0);
 	if (!c.gone) {
 		ck_assert_int_eq(push_ref(c.chat, &r, "queued"), 0);
 		ck_assert_int_eq(
@@ -692,8 +660,8 @@ START_TEST(test_producer_discards)
 
 	fx_start(&c, FX_SOCKETPAIR);
 	p.c = &c;
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c.chat, &prod_ops, &p), 0);
 	if (p.calls == 0) {
 		ck_assert_int_eq(push_ref(c.chat, &r, "dropped"), 0);
 		ck_assert_int_eq(
@@ -721,11 +689,10 @@ END_TEST
  * Markers: close_when_done and shutdown_when_done
  */
 
-START_TEST(test_close_when_done)
+FX_TEST(test_close_when_done, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<p>", NULL};
 	static const char expect[] = "onetwo<p>three";
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 	struct prod never = {.pieces = pieces};
 	struct ref r;
@@ -733,241 +700,208 @@ START_TEST(test_close_when_done)
 	struct evbuffer *buf = evbuffer_new();
 	int fd = fx_temp_file("file", &st);
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_push(c.chat, "one", 3), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "two", 3), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	ck_assert_int_eq(async_chat_push(c.chat, "three", 5), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	ck_assert_int_eq(c.f.frees, 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "one", 3), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "two", 3), 0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "three", 5), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	ck_assert_int_eq(c->f.frees, 0);
 
 	/* Nothing can be queued after the close. */
-	EXPECT_ERRNO(async_chat_push(c.chat, "x", 1), EPIPE);
+	EXPECT_ERRNO(async_chat_push(c->chat, "x", 1), EPIPE);
 	ck_assert_int_eq(evbuffer_add(buf, "buf", 3), 0);
-	EXPECT_ERRNO(async_chat_push_buffer(c.chat, buf), EPIPE);
+	EXPECT_ERRNO(async_chat_push_buffer(c->chat, buf), EPIPE);
 	ck_assert_uint_eq(evbuffer_get_length(buf), 3);
-	EXPECT_ERRNO(push_ref(c.chat, &r, "ref"), EPIPE);
+	EXPECT_ERRNO(push_ref(c->chat, &r, "ref"), EPIPE);
 	ck_assert_int_eq(r.runs, 0);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, fd, 0, -1), EPIPE);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, fd, 0, -1), EPIPE);
 	ck_assert(!fx_fd_is_file(fd, &st));
 	EXPECT_ERRNO(
-	    async_chat_push_with_producer(c.chat, &prod_ops, &never), EPIPE);
-	EXPECT_ERRNO(async_chat_push_simple_producer(c.chat, "s", 1, 0), EPIPE);
-	EXPECT_ERRNO(async_chat_shutdown_when_done(c.chat), EPIPE);
+	    async_chat_push_with_producer(c->chat, &prod_ops, &never), EPIPE);
+	EXPECT_ERRNO(
+	    async_chat_push_simple_producer(c->chat, "s", 1, 0), EPIPE);
+	EXPECT_ERRNO(async_chat_shutdown_when_done(c->chat), EPIPE);
 
-	fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, expect);
-	fx_run(&c, fx_until_gone);
-	ck_assert_int_eq(c.f.frees, 1);
+	fx_run(c, fx_until_eof);
+	ck_assert_got(c, expect);
+	fx_run(c, fx_until_gone);
+	ck_assert_int_eq(c->f.frees, 1);
 	ck_assert_int_eq(p.frees, 1);
 	ck_assert_int_eq(never.calls + never.frees, 0);
 	ck_assert_int_eq(r.runs, 0);
 	/* handle_free ran once; nothing else runs later. */
-	ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
-	ck_assert_int_eq(c.f.frees, 1);
+	ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
+	ck_assert_int_eq(c->f.frees, 1);
 	evbuffer_free(buf);
-	fx_end(&c);
 }
-END_TEST
 
-START_TEST(test_close_when_done_idle)
+FX_TEST(test_close_when_done_idle, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
 	/* Never inside the call: the channel is still usable here. */
-	ck_assert_int_eq(c.f.frees, 0);
-	ck_assert_int_eq(c.gone, 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	ck_assert_int_eq(c.f.frees, 0);
-	fx_run(&c, fx_until_gone);
-	ck_assert_int_eq(c.f.frees, 1);
-	fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, "");
-	ck_assert_int_eq(c.f.drains, 0);
-	fx_end(&c);
+	ck_assert_int_eq(c->f.frees, 0);
+	ck_assert_int_eq(c->gone, 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	ck_assert_int_eq(c->f.frees, 0);
+	fx_run(c, fx_until_gone);
+	ck_assert_int_eq(c->f.frees, 1);
+	fx_run(c, fx_until_eof);
+	ck_assert_got(c, "");
+	ck_assert_int_eq(c->f.drains, 0);
 }
-END_TEST
 
-START_TEST(test_close_when_done_pair)
+FX_TEST(test_close_when_done_pair, FX_PAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_PAIR);
-	ck_assert_int_eq(async_chat_push(c.chat, "bye", 3), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "bye", 3), 0);
 	ck_assert_int_eq(
-	    async_chat_push_simple_producer(c.chat, "-now", 4, 1), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	ck_assert_int_eq(c.f.frees, 0);
-	fx_run(&c, fx_until_gone);
-	ck_assert_int_eq(c.f.frees, 1);
-	ck_assert_got(&c, "bye-now");
-	fx_end(&c);
+	    async_chat_push_simple_producer(c->chat, "-now", 4, 1), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	ck_assert_int_eq(c->f.frees, 0);
+	fx_run(c, fx_until_gone);
+	ck_assert_int_eq(c->f.frees, 1);
+	ck_assert_got(c, "bye-now");
 }
-END_TEST
 
 /* Closing one end of a pair tells the other, as closing a socket would:
  * after the bytes already handed over, never the ones still queued. */
 static const enum fx_kind pair_kinds[] = {FX_PAIR_SYNC, FX_PAIR};
 
-START_TEST(test_close_pair_gives_partner_eof)
+FX_TEST(test_close_pair_gives_partner_eof, pair_kinds[_i])
 {
-	struct fx_chan c;
-
-	fx_start(&c, pair_kinds[_i]);
-	ck_assert_int_eq(async_chat_push(c.chat, "sent", 4), 0);
-	fx_run_got(&c, 4);
-	ck_assert_int_eq(c.p.eof, 0);
-	async_chat_close(c.chat);
-	ck_assert_int_eq(c.gone, 1); /* handle_free ran */
-	fx_run(&c, fx_until_eof);
-	ck_assert_int_eq(c.p.eof, 1);
-	ck_assert(c.p.eof_what & BEV_EVENT_READING);
-	ck_assert_got(&c, "sent");
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_push(c->chat, "sent", 4), 0);
+	fx_run_got(c, 4);
+	ck_assert_int_eq(c->p.eof, 0);
+	async_chat_close(c->chat);
+	ck_assert_int_eq(c->gone, 1); /* handle_free ran */
+	fx_run(c, fx_until_eof);
+	ck_assert_int_eq(c->p.eof, 1);
+	ck_assert(c->p.eof_what & BEV_EVENT_READING);
+	ck_assert_got(c, "sent");
 }
-END_TEST
 
-START_TEST(test_shutdown_when_done_socket)
+FX_TEST(test_shutdown_when_done_socket, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<p>", NULL};
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\n", 1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "request", 7), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	ck_assert_int_eq(async_chat_push(c.chat, "\n", 1), 0);
-	ck_assert_int_eq(async_chat_shutdown_when_done(c.chat), 0);
-	ck_assert_int_eq(async_chat_shutdown_when_done(c.chat), 0);
-	EXPECT_ERRNO(async_chat_push(c.chat, "x", 1), EPIPE);
-	EXPECT_ERRNO(async_chat_push_simple_producer(c.chat, "x", 1, 0), EPIPE);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\n", 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "request", 7), 0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "\n", 1), 0);
+	ck_assert_int_eq(async_chat_shutdown_when_done(c->chat), 0);
+	ck_assert_int_eq(async_chat_shutdown_when_done(c->chat), 0);
+	EXPECT_ERRNO(async_chat_push(c->chat, "x", 1), EPIPE);
+	EXPECT_ERRNO(
+	    async_chat_push_simple_producer(c->chat, "x", 1, 0), EPIPE);
 
 	/* The peer sees every byte, then EOF. */
-	fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, "request<p>\n");
+	fx_run(c, fx_until_eof);
+	ck_assert_got(c, "request<p>\n");
 	ck_assert_int_eq(p.frees, 1);
-	ck_assert_int_eq(c.f.frees, 0);
+	ck_assert_int_eq(c->f.frees, 0);
 
 	/* The channel still receives. */
 	ck_assert_int_eq(
-	    bufferevent_write(c.p.bev, "reply 1\nreply 2\n", 16), 0);
-	c.want = 2;
-	fx_run(&c, fx_until_founds);
-	ck_assert_int_eq(c.f.founds, 2);
-	ck_assert(tu_frame_is(&c.f, 0, "reply 1"));
-	ck_assert(tu_frame_is(&c.f, 1, "reply 2"));
-	ck_assert_int_eq(c.gone, 0);
-	ck_assert_int_eq(c.f.frees, 0);
-	async_chat_close(c.chat);
-	ck_assert_int_eq(c.f.frees, 1);
-	fx_end(&c);
+	    bufferevent_write(c->p.bev, "reply 1\nreply 2\n", 16), 0);
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+	ck_assert_int_eq(c->f.founds, 2);
+	ck_assert(tu_frame_is(&c->f, 0, "reply 1"));
+	ck_assert(tu_frame_is(&c->f, 1, "reply 2"));
+	ck_assert_int_eq(c->gone, 0);
+	ck_assert_int_eq(c->f.frees, 0);
+	async_chat_close(c->chat);
+	ck_assert_int_eq(c->f.frees, 1);
 }
-END_TEST
 
-START_TEST(test_shutdown_when_done_pair)
+FX_TEST(test_shutdown_when_done_pair, FX_PAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_PAIR);
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\n", 1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "half", 4), 0);
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\n", 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "half", 4), 0);
 	ck_assert_int_eq(
-	    async_chat_push_simple_producer(c.chat, "-closed", 7, 2), 0);
-	ck_assert_int_eq(async_chat_shutdown_when_done(c.chat), 0);
-	EXPECT_ERRNO(async_chat_push(c.chat, "x", 1), EPIPE);
-	fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, "half-closed");
-	ck_assert(c.p.eof_what & BEV_EVENT_READING);
-	ck_assert_int_eq(c.f.frees, 0);
+	    async_chat_push_simple_producer(c->chat, "-closed", 7, 2), 0);
+	ck_assert_int_eq(async_chat_shutdown_when_done(c->chat), 0);
+	EXPECT_ERRNO(async_chat_push(c->chat, "x", 1), EPIPE);
+	fx_run(c, fx_until_eof);
+	ck_assert_got(c, "half-closed");
+	ck_assert(c->p.eof_what & BEV_EVENT_READING);
+	ck_assert_int_eq(c->f.frees, 0);
 	/* The partner can still talk to the channel. */
-	ck_assert_int_eq(bufferevent_write(c.p.bev, "answer\n", 7), 0);
-	c.want = 1;
-	fx_run(&c, fx_until_founds);
-	ck_assert(tu_frame_is(&c.f, 0, "answer"));
-	ck_assert_int_eq(c.p.eof, 1);
-	fx_end(&c);
+	ck_assert_int_eq(bufferevent_write(c->p.bev, "answer\n", 7), 0);
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	ck_assert(tu_frame_is(&c->f, 0, "answer"));
+	ck_assert_int_eq(c->p.eof, 1);
 }
-END_TEST
 
 /*
  * discard_buffers
  */
 
-START_TEST(test_discard_buffers)
+FX_TEST(test_discard_buffers, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<p>", "<q>", NULL};
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 	struct ref r1, r2;
 	struct stat st;
 	int fd = fx_temp_file("file-data", &st);
 
-	fx_start(&c, FX_SOCKETPAIR);
 	/* The loop has not run: everything below is still unsent. */
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "unsent", 6), 0);
-	ck_assert_int_eq(push_ref(c.chat, &r1, "ref-in-output"), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	ck_assert_int_eq(push_ref(c.chat, &r2, "ref-behind"), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd, 0, -1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "behind", 6), 0);
-	ck_assert_uint_ge(async_chat_output_pending(c.chat), 6 + 13 + 16);
-	ck_assert_int_eq(async_chat_discard_buffers(c.chat), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "unsent", 6), 0);
+	ck_assert_int_eq(push_ref(c->chat, &r1, "ref-in-output"), 0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(push_ref(c->chat, &r2, "ref-behind"), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd, 0, -1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "behind", 6), 0);
+	ck_assert_uint_ge(async_chat_output_pending(c->chat), 6 + 13 + 16);
+	ck_assert_int_eq(async_chat_discard_buffers(c->chat), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
 	ck_assert_int_eq(r1.runs, 1);
 	ck_assert_int_eq(r2.runs, 1);
 	ck_assert_int_eq(p.frees, 1);
 	ck_assert(!fx_fd_is_file(fd, &st));
-	ck_assert_int_eq(c.f.frees, 0);
+	ck_assert_int_eq(c->f.frees, 0);
 
 	/* The channel keeps working, with its settings. */
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat), 1);
-	ck_assert_int_eq(async_chat_push(c.chat, "after", 5), 0);
-	fx_run_got(&c, 5);
-	ck_assert_got(&c, "after");
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat), 1);
+	ck_assert_int_eq(async_chat_push(c->chat, "after", 5), 0);
+	fx_run_got(c, 5);
+	ck_assert_got(c, "after");
 	ck_assert_int_eq(r1.runs, 1);
 	ck_assert_int_eq(r2.runs, 1);
 	ck_assert_int_eq(p.frees, 1);
 	ck_assert_int_eq(p.calls, 0);
-	fx_end(&c);
 }
-END_TEST
 
-START_TEST(test_discard_buffers_keeps_close)
+FX_TEST(test_discard_buffers_keeps_close, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<p>", NULL};
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 	struct ref r;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "unsent", 6), 0);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	ck_assert_int_eq(push_ref(c.chat, &r, "ref"), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	ck_assert_int_eq(async_chat_discard_buffers(c.chat), 0);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "unsent", 6), 0);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(push_ref(c->chat, &r, "ref"), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	ck_assert_int_eq(async_chat_discard_buffers(c->chat), 0);
 	ck_assert_int_eq(p.frees, 1);
 	ck_assert_int_eq(r.runs, 1);
-	ck_assert_int_eq(c.f.frees, 0); /* not inside the call */
+	ck_assert_int_eq(c->f.frees, 0); /* not inside the call */
 	/* The close is still queued. */
-	EXPECT_ERRNO(async_chat_push(c.chat, "x", 1), EPIPE);
-	fx_run(&c, fx_until_gone);
-	fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, "");
+	EXPECT_ERRNO(async_chat_push(c->chat, "x", 1), EPIPE);
+	fx_run(c, fx_until_gone);
+	fx_run(c, fx_until_eof);
+	ck_assert_got(c, "");
 	ck_assert_int_eq(p.calls, 0);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * handle_drain and async_chat_output_pending()
@@ -986,127 +920,115 @@ until_collected_5(struct fx_chan *c)
 	return evbuffer_get_length(c->f.cur) >= 5;
 }
 
-START_TEST(test_drain)
+FX_TEST(test_drain, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<1>", "<2>", "<3>", NULL};
 	static const char *const none[] = {NULL};
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 	struct prod empty = {.pieces = none};
 
-	fx_start(&c, FX_SOCKETPAIR);
-	c.hook = drain_checks_pending;
+	c->hook = drain_checks_pending;
 
 	/* Nothing pushed: input alone never drains. */
-	ck_assert_int_eq(bufferevent_write(c.p.bev, "hello", 5), 0);
-	fx_run(&c, until_collected_5);
-	ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
-	ck_assert(tu_cur_eq(&c.f, "hello", 5));
-	ck_assert_int_eq(c.f.drains, 0);
+	ck_assert_int_eq(bufferevent_write(c->p.bev, "hello", 5), 0);
+	fx_run(c, until_collected_5);
+	ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
+	ck_assert(tu_cur_eq(&c->f, "hello", 5));
+	ck_assert_int_eq(c->f.drains, 0);
 
 	/* Plain data. */
-	ck_assert_int_eq(async_chat_push(c.chat, "abc", 3), 0);
-	ck_assert_int_eq(c.f.drains, 0);
-	c.want = 3;
-	c.want_drains = 1;
-	fx_run(&c, until_got_and_drains);
-	ck_assert_int_eq(c.f.drains, 1);
+	ck_assert_int_eq(async_chat_push(c->chat, "abc", 3), 0);
+	ck_assert_int_eq(c->f.drains, 0);
+	c->want = 3;
+	c->want_drains = 1;
+	fx_run(c, until_got_and_drains);
+	ck_assert_int_eq(c->f.drains, 1);
 
 	/* After a producer finishes. */
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	c.want = 12;
-	c.want_drains = 2;
-	fx_run(&c, until_got_and_drains);
-	ck_assert_int_eq(c.f.drains, 2);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	c->want = 12;
+	c->want_drains = 2;
+	fx_run(c, until_got_and_drains);
+	ck_assert_int_eq(c->f.drains, 2);
 	ck_assert_int_eq(p.frees, 1);
 
 	/* After a producer that had nothing at all. */
 	ck_assert_int_eq(
-	    async_chat_push_with_producer(c.chat, &prod_ops, &empty), 0);
-	c.want_drains = 3;
-	fx_run(&c, fx_until_drains);
+	    async_chat_push_with_producer(c->chat, &prod_ops, &empty), 0);
+	c->want_drains = 3;
+	fx_run(c, fx_until_drains);
 	ck_assert_int_eq(empty.calls, 1);
 	ck_assert_int_eq(empty.frees, 1);
 
 	/* Nothing more happens by itself. */
-	ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
-	ck_assert_int_eq(c.f.drains, 3);
-	ck_assert_got(&c, "abc<1><2><3>");
-	fx_end(&c);
+	ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
+	ck_assert_int_eq(c->f.drains, 3);
+	ck_assert_got(c, "abc<1><2><3>");
 }
-END_TEST
 
 /* Over a bufferevent pair the partner takes the bytes at once. */
-START_TEST(test_drain_pair)
+FX_TEST(test_drain_pair, pair_kinds[_i])
 {
 	static const char *const pieces[] = {"<1>", "<2>", NULL};
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 
-	fx_start(&c, pair_kinds[_i]);
-	ck_assert_int_eq(async_chat_push(c.chat, "abc", 3), 0);
-	c.want = 3;
-	c.want_drains = 1;
-	fx_run(&c, until_got_and_drains);
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	c.want = 9;
-	c.want_drains = 2;
-	fx_run(&c, until_got_and_drains);
-	ck_assert_int_eq(fx_wait(&c, NULL, 20), -1);
-	ck_assert_int_eq(c.f.drains, 2);
-	ck_assert_got(&c, "abc<1><2>");
-	fx_end(&c);
+	ck_assert_int_eq(async_chat_push(c->chat, "abc", 3), 0);
+	c->want = 3;
+	c->want_drains = 1;
+	fx_run(c, until_got_and_drains);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	c->want = 9;
+	c->want_drains = 2;
+	fx_run(c, until_got_and_drains);
+	ck_assert_int_eq(fx_wait(c, NULL, 20), -1);
+	ck_assert_int_eq(c->f.drains, 2);
+	ck_assert_got(c, "abc<1><2>");
 }
-END_TEST
 
-START_TEST(test_output_pending)
+FX_TEST(test_output_pending, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"<12345>", NULL};
 	char data[100];
-	struct fx_chan c;
 	struct prod p = {.pieces = pieces};
 	struct evbuffer *buf = evbuffer_new();
 
 	memset(data, 'd', sizeof(data));
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 16), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 16), 0);
 	/* The loop has not run, so nothing has been written yet. */
-	ck_assert_int_eq(async_chat_push(c.chat, data, 100), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 100);
+	ck_assert_int_eq(async_chat_push(c->chat, data, 100), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 100);
 	/* The producer waits (the buffer is over out_buffer_size) and its
 	 * bytes are not counted before it makes them; pushes behind it
 	 * are. */
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	ck_assert_int_eq(p.calls, 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 100);
-	ck_assert_int_eq(async_chat_push(c.chat, "xyz", 3), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 103);
-	ck_assert_int_eq(evbuffer_add(buf, "12345", 5), 0);
-	ck_assert_int_eq(async_chat_push_buffer(c.chat, buf), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 108);
 	ck_assert_int_eq(
-	    async_chat_push_simple_producer(c.chat, "sp", 2, 0), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 108);
-	ck_assert_int_eq(async_chat_push(c.chat, "!", 1), 0);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 109);
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	ck_assert_int_eq(p.calls, 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 100);
+	ck_assert_int_eq(async_chat_push(c->chat, "xyz", 3), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 103);
+	ck_assert_int_eq(evbuffer_add(buf, "12345", 5), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c->chat, buf), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 108);
+	ck_assert_int_eq(
+	    async_chat_push_simple_producer(c->chat, "sp", 2, 0), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 108);
+	ck_assert_int_eq(async_chat_push(c->chat, "!", 1), 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 109);
 
-	c.hook = drain_checks_pending;
-	c.want_drains = 1;
-	fx_run(&c, fx_until_drains);
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	fx_run_got(&c, 100 + 7 + 3 + 5 + 2 + 1);
-	ck_assert_uint_eq(evbuffer_get_length(c.p.got), 118);
-	ck_assert(memcmp(evbuffer_pullup(c.p.got, -1), data, 100) == 0);
-	ck_assert(memcmp(evbuffer_pullup(c.p.got, -1) + 100,
+	c->hook = drain_checks_pending;
+	c->want_drains = 1;
+	fx_run(c, fx_until_drains);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
+	fx_run_got(c, 100 + 7 + 3 + 5 + 2 + 1);
+	ck_assert_uint_eq(evbuffer_get_length(c->p.got), 118);
+	ck_assert(memcmp(evbuffer_pullup(c->p.got, -1), data, 100) == 0);
+	ck_assert(memcmp(evbuffer_pullup(c->p.got, -1) + 100,
 	              "<12345>xyz12345sp!", 18) == 0);
 	evbuffer_free(buf);
-	fx_end(&c);
 }
-END_TEST
 
 /* Flow control by the application: push while output_pending is below a
  * limit, resume on handle_drain. */
@@ -1125,9 +1047,9 @@ flow_pump(struct fx_chan *c, enum fx_cb which)
 		return;
 	while (f->pushed < f->target &&
 	       async_chat_output_pending(c->chat) < f->limit) {
-		size_t n = f->target - f->pushed < f->chunk ?
-		               f->target - f->pushed :
-		               f->chunk;
+		size_t n = f->target - f->pushed < f->chunk
+		               ? f->target - f->pushed
+		               : f->chunk;
 		size_t pending;
 
 		ck_assert_int_eq(
@@ -1139,9 +1061,8 @@ flow_pump(struct fx_chan *c, enum fx_cb which)
 	}
 }
 
-START_TEST(test_flow_control_bounded)
+FX_TEST(test_flow_control_bounded, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	struct flow f = {.target = 8 << 20, .limit = 65536, .chunk = 4096};
 	uint64_t seed = 42;
 	size_t i, stuck;
@@ -1151,175 +1072,155 @@ START_TEST(test_flow_control_bounded)
 	ck_assert_ptr_nonnull(f.data);
 	for (i = 0; i < f.target; i++)
 		f.data[i] = (unsigned char)tu_rand(&seed);
-	fx_start(&c, FX_SOCKETPAIR);
-	c.user = &f;
-	c.hook = flow_pump;
+	c->user = &f;
+	c->hook = flow_pump;
 	/* The peer does not read at all. */
-	ck_assert_int_eq(bufferevent_disable(c.p.bev, EV_READ), 0);
-	flow_pump(&c, FX_DRAIN);
+	ck_assert_int_eq(bufferevent_disable(c->p.bev, EV_READ), 0);
+	flow_pump(c, FX_DRAIN);
 	/* Run until the socket buffers are full and pushing has stopped. */
 	do {
 		stuck = f.pushed;
-		ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
+		ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
 	} while (f.pushed != stuck && ++rounds < 200);
 	ck_assert_uint_le(f.max_pending, f.limit + f.chunk);
 	ck_assert_uint_le(
-	    async_chat_output_pending(c.chat), f.limit + f.chunk);
+	    async_chat_output_pending(c->chat), f.limit + f.chunk);
 	stuck = f.pushed;
 	/* Only the socket buffers took more than the limit. */
 	ck_assert_uint_lt(stuck, f.target);
-	ck_assert_uint_gt(async_chat_output_pending(c.chat), 0);
-	ck_assert_int_eq(fx_wait(&c, NULL, FX_SETTLE_MS), -1);
+	ck_assert_uint_gt(async_chat_output_pending(c->chat), 0);
+	ck_assert_int_eq(fx_wait(c, NULL, FX_SETTLE_MS), -1);
 	ck_assert_uint_eq(f.pushed, stuck);
 
 	/* The peer reads: everything goes out, in order. */
-	ck_assert_int_eq(bufferevent_enable(c.p.bev, EV_READ), 0);
-	fx_run_got(&c, f.target);
-	ck_assert(fx_got_is(&c, f.data, f.target));
+	ck_assert_int_eq(bufferevent_enable(c->p.bev, EV_READ), 0);
+	fx_run_got(c, f.target);
+	ck_assert(fx_got_is(c, f.data, f.target));
 	ck_assert_uint_le(f.max_pending, f.limit + f.chunk);
-	ck_assert_int_ge(c.f.drains, 1);
+	ck_assert_int_ge(c->f.drains, 1);
 	free(f.data);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * Tunables
  */
 
-START_TEST(test_buffer_sizes)
+FX_TEST(test_buffer_sizes, FX_SOCKETPAIR)
 {
 	static const char *const pieces[] = {"s", NULL};
 	struct prod p = {.pieces = pieces};
-	struct fx_chan c;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat), 65536);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat), 65536);
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat), 65536);
+	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat), 65536);
 	ck_assert_uint_eq(ASYNC_CHAT_DEFAULT_BUFFER_SIZE, 65536);
 
-	EXPECT_ERRNO(async_chat_set_out_buffer_size(c.chat, 0), EINVAL);
+	EXPECT_ERRNO(async_chat_set_out_buffer_size(c->chat, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_set_out_buffer_size(
-	                 c.chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
+	                 c->chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
 	    EINVAL);
-	EXPECT_ERRNO(async_chat_set_in_buffer_size(c.chat, 0), EINVAL);
+	EXPECT_ERRNO(async_chat_set_in_buffer_size(c->chat, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_set_in_buffer_size(
-	                 c.chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
+	                 c->chat, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
 	    EINVAL);
 	/* Failures change nothing. */
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat), 65536);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat), 65536);
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat), 65536);
+	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat), 65536);
 
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 1), 0);
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat), 1);
-	ck_assert_int_eq(async_chat_set_out_buffer_size(
-	                     c.chat, ASYNC_CHAT_BUFFER_SIZE_MAX),
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 1), 0);
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat), 1);
+	ck_assert_int_eq(
+	    async_chat_set_out_buffer_size(c->chat, ASYNC_CHAT_BUFFER_SIZE_MAX),
 	    0);
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat),
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat),
 	    ASYNC_CHAT_BUFFER_SIZE_MAX);
-	ck_assert_int_eq(async_chat_set_in_buffer_size(c.chat, 1), 0);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat), 1);
-	ck_assert_int_eq(async_chat_set_in_buffer_size(
-	                     c.chat, ASYNC_CHAT_BUFFER_SIZE_MAX),
+	ck_assert_int_eq(async_chat_set_in_buffer_size(c->chat, 1), 0);
+	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat), 1);
+	ck_assert_int_eq(
+	    async_chat_set_in_buffer_size(c->chat, ASYNC_CHAT_BUFFER_SIZE_MAX),
 	    0);
-	ck_assert_uint_eq(async_chat_get_in_buffer_size(c.chat),
-	    ASYNC_CHAT_BUFFER_SIZE_MAX);
-	ck_assert_int_eq(async_chat_set_out_buffer_size(c.chat, 4096), 0);
-	ck_assert_uint_eq(async_chat_get_out_buffer_size(c.chat), 4096);
+	ck_assert_uint_eq(
+	    async_chat_get_in_buffer_size(c->chat), ASYNC_CHAT_BUFFER_SIZE_MAX);
+	ck_assert_int_eq(async_chat_set_out_buffer_size(c->chat, 4096), 0);
+	ck_assert_uint_eq(async_chat_get_out_buffer_size(c->chat), 4096);
 
 	/* The size hint given to producers is out_buffer_size. */
-	ck_assert_int_eq(async_chat_push_with_producer(c.chat, &prod_ops, &p),
-	    0);
-	fx_run_got(&c, 1);
+	ck_assert_int_eq(
+	    async_chat_push_with_producer(c->chat, &prod_ops, &p), 0);
+	fx_run_got(c, 1);
 	ck_assert_uint_eq(p.last_hint, 4096);
 
 	ck_assert_uint_eq(async_chat_get_out_buffer_size(NULL), 0);
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(NULL), 0);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * push_file
  */
 
-START_TEST(test_push_file_ranges)
+FX_TEST(test_push_file_ranges, every_kind[_i])
 {
 	static const char content[] = "0123456789abcdefghij";
-	struct fx_chan c;
 	struct stat st[4];
 	int fd[4], i;
 
-	if (fx_start(&c, every_kind[_i]) != 0) {
-		fx_end(&c); /* no ::1 here */
-		return;
-	}
 	for (i = 0; i < 4; i++)
 		fd[i] = fx_temp_file(content, &st[i]);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd[0], 0, -1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd[1], 10, 3), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd[2], 15, -1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd[3], 5, 0), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "|", 1), 0);
-	ck_assert_int_eq(async_chat_close_when_done(c.chat), 0);
-	fx_run(&c, fx_until_gone);
-	ck_assert_int_eq(c.f.errors, 0);
-	ck_assert_int_eq(c.f.closes, 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd[0], 0, -1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "|", 1), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd[1], 10, 3), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "|", 1), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd[2], 15, -1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "|", 1), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd[3], 5, 0), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "|", 1), 0);
+	ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
+	fx_run(c, fx_until_gone);
+	ck_assert_int_eq(c->f.errors, 0);
+	ck_assert_int_eq(c->f.closes, 0);
 	/* A socket peer may still be reading when the channel has gone. */
-	if (c.p.fd >= 0)
-		fx_run(&c, fx_until_eof);
-	ck_assert_got(&c, "0123456789abcdefghij|abc|fghij||");
+	if (c->p.fd >= 0)
+		fx_run(c, fx_until_eof);
+	ck_assert_got(c, "0123456789abcdefghij|abc|fghij||");
 	for (i = 0; i < 4; i++)
 		ck_assert(!fx_fd_is_file(fd[i], &st[i]));
-	fx_end(&c);
 }
-END_TEST
 
 /* A range past the end of the file is refused at once (sendfile would
  * stall); a file cut short after the push fails the output in the loop
  * with ASYNC_CHAT_ERR_PRODUCER instead of passing for the peer's EOF. */
-START_TEST(test_push_file_bad_range)
+FX_TEST(test_push_file_bad_range, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
 	struct stat st;
 	int fd = fx_temp_file("0123456789", &st), spare;
 
-	fx_start(&c, FX_SOCKETPAIR);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, fd, 1, INT64_MAX), EINVAL);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, fd, 1, INT64_MAX), EINVAL);
 	ck_assert(!fx_fd_is_file(fd, &st)); /* owned, so closed */
 	fd = fx_temp_file("0123456789", &st);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, fd, 11, -1), EINVAL);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, fd, 11, -1), EINVAL);
 	ck_assert(!fx_fd_is_file(fd, &st));
 
 	fd = fx_temp_file("0123456789", &st);
 	spare = dup(fd);
 	ck_assert_int_ge(spare, 0);
-	ck_assert_int_eq(async_chat_push_file(c.chat, fd, 0, 10), 0);
+	ck_assert_int_eq(async_chat_push_file(c->chat, fd, 0, 10), 0);
 	ck_assert_int_eq(ftruncate(spare, 4), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "next", 4), 0);
-	fx_run_got(&c, 4);
-	ck_assert_got(&c, "0123");
-	fx_run(&c, fx_until_errors);
-	ck_assert_int_eq(c.f.errors, 1);
-	ck_assert_int_eq(c.f.last_error, ASYNC_CHAT_ERR_PRODUCER);
-	ck_assert_int_eq(c.f.closes, 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "next", 4), 0);
+	fx_run_got(c, 4);
+	ck_assert_got(c, "0123");
+	fx_run(c, fx_until_errors);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_PRODUCER);
+	ck_assert_int_eq(c->f.closes, 0);
 	close(spare);
-	fx_end(&c);
 }
-END_TEST
 
 /*
  * Bad arguments, and calls on a closed channel
  */
 
-START_TEST(test_bad_arguments)
+FX_TEST(test_bad_arguments, FX_SOCKETPAIR)
 {
-	static const struct async_chat_producer_ops no_more = {NULL,
-	    prod_free};
-	struct fx_chan c;
+	static const struct async_chat_producer_ops no_more = {NULL, prod_free};
 	struct prod p = {0};
 	struct ref r = {0};
 	struct evbuffer *buf = evbuffer_new();
@@ -1338,7 +1239,8 @@ START_TEST(test_bad_arguments)
 	fd = fx_temp_file("x", &st);
 	EXPECT_ERRNO(async_chat_push_file(NULL, fd, 0, -1), EINVAL);
 	ck_assert(fx_fd_is_closed(fd));
-	EXPECT_ERRNO(async_chat_push_with_producer(NULL, &prod_ops, &p), EINVAL);
+	EXPECT_ERRNO(
+	    async_chat_push_with_producer(NULL, &prod_ops, &p), EINVAL);
 	EXPECT_ERRNO(async_chat_push_simple_producer(NULL, "x", 1, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_close_when_done(NULL), EINVAL);
 	EXPECT_ERRNO(async_chat_shutdown_when_done(NULL), EINVAL);
@@ -1349,41 +1251,38 @@ START_TEST(test_bad_arguments)
 	async_chat_close(NULL);
 
 	/* Bad arguments on a live channel. */
-	fx_start(&c, FX_SOCKETPAIR);
-	EXPECT_ERRNO(async_chat_push(c.chat, NULL, 1), EINVAL);
-	EXPECT_ERRNO(async_chat_push_buffer(c.chat, NULL), EINVAL);
+	EXPECT_ERRNO(async_chat_push(c->chat, NULL, 1), EINVAL);
+	EXPECT_ERRNO(async_chat_push_buffer(c->chat, NULL), EINVAL);
 	EXPECT_ERRNO(
-	    async_chat_push_reference(c.chat, NULL, 1, ref_cleanup, &r),
+	    async_chat_push_reference(c->chat, NULL, 1, ref_cleanup, &r),
 	    EINVAL);
 	ck_assert_int_eq(r.runs, 0);
 	EXPECT_ERRNO(
-	    async_chat_push_simple_producer(c.chat, NULL, 1, 0), EINVAL);
+	    async_chat_push_simple_producer(c->chat, NULL, 1, 0), EINVAL);
 	EXPECT_ERRNO(async_chat_push_simple_producer(
-	                 c.chat, "x", 1, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
+	                 c->chat, "x", 1, ASYNC_CHAT_BUFFER_SIZE_MAX + 1),
 	    EINVAL);
-	EXPECT_ERRNO(async_chat_push_with_producer(c.chat, NULL, &p), EINVAL);
+	EXPECT_ERRNO(async_chat_push_with_producer(c->chat, NULL, &p), EINVAL);
 	EXPECT_ERRNO(
-	    async_chat_push_with_producer(c.chat, &no_more, &p), EINVAL);
+	    async_chat_push_with_producer(c->chat, &no_more, &p), EINVAL);
 	ck_assert_int_eq(p.frees, 0);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, -1, 0, -1), EBADF);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, -1, 0, -1), EBADF);
 	fd = fx_temp_file("x", &st);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, fd, -1, -1), EINVAL);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, fd, -1, -1), EINVAL);
 	ck_assert(fx_fd_is_closed(fd));
 	fd = fx_temp_file("x", &st);
-	EXPECT_ERRNO(async_chat_push_file(c.chat, fd, 0, -2), EINVAL);
+	EXPECT_ERRNO(async_chat_push_file(c->chat, fd, 0, -2), EINVAL);
 	ck_assert(fx_fd_is_closed(fd));
 
 	/* None of it queued anything. */
-	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "ok", 2), 0);
-	fx_run_got(&c, 2);
-	ck_assert_got(&c, "ok");
-	ck_assert_int_eq(c.f.errors, 0);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "ok", 2), 0);
+	fx_run_got(c, 2);
+	ck_assert_got(c, "ok");
+	ck_assert_int_eq(c->f.errors, 0);
 	ck_assert_int_eq(p.calls + p.frees, 0);
 	evbuffer_free(buf);
-	fx_end(&c);
 }
-END_TEST
 
 /* Inside found_terminator the channel closes itself and then tries every
  * call on it. */
@@ -1402,25 +1301,20 @@ until_done(struct fx_chan *c)
 	return c->done;
 }
 
-START_TEST(test_calls_after_close_in_callback)
+FX_TEST(test_calls_after_close_in_callback, FX_SOCKETPAIR)
 {
-	struct fx_chan c;
-
-	fx_start(&c, FX_SOCKETPAIR);
-	c.once.cb = FX_FOUND;
-	c.once.nth = 1;
-	c.once.fn = close_then_call;
-	ck_assert_int_eq(async_chat_set_terminator(c.chat, "\n", 1), 0);
-	ck_assert_int_eq(async_chat_push(c.chat, "unsent", 6), 0);
-	ck_assert_int_eq(bufferevent_write(c.p.bev, "go\nmore\n", 8), 0);
-	fx_run(&c, until_done);
-	ck_assert_int_eq(c.f.founds, 1); /* nothing after the close */
-	fx_run(&c, fx_until_eof);
-	ck_assert_int_eq(c.f.founds, 1);
-	ck_assert_int_eq(c.f.frees, 1);
-	fx_end(&c);
+	c->once.cb = FX_FOUND;
+	c->once.nth = 1;
+	c->once.fn = close_then_call;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\n", 1), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "unsent", 6), 0);
+	ck_assert_int_eq(bufferevent_write(c->p.bev, "go\nmore\n", 8), 0);
+	fx_run(c, until_done);
+	ck_assert_int_eq(c->f.founds, 1); /* nothing after the close */
+	fx_run(c, fx_until_eof);
+	ck_assert_int_eq(c->f.founds, 1);
+	ck_assert_int_eq(c->f.frees, 1);
 }
-END_TEST
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 

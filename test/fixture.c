@@ -18,8 +18,8 @@
 const char *const fx_cb_names[FX_CB_N] = {
     "collect", "found", "connect", "close", "error", "drain"};
 
-const char *const fx_kind_names[FX_KIND_N] = {"unconnected", "socketpair",
-    "pair", "pair_sync", "tcp4", "tcp6"};
+const char *const fx_kind_names[FX_KIND_N] = {
+    "unconnected", "socketpair", "pair", "pair_sync", "tcp4", "tcp6"};
 
 int
 fx_int_failed_(long rc)
@@ -347,9 +347,9 @@ fx_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	(void)l;
 	ck_assert_ptr_nonnull(addr);
 	ck_assert_int_eq(addr->sa_family, c->family);
-	ck_assert_int_eq(addrlen, c->family == AF_INET ?
-	                              (int)sizeof(struct sockaddr_in) :
-	                              (int)sizeof(struct sockaddr_in6));
+	ck_assert_int_eq(addrlen, c->family == AF_INET
+	                              ? (int)sizeof(struct sockaddr_in)
+	                              : (int)sizeof(struct sockaddr_in6));
 	ck_assert_ptr_null(c->chat);
 	c->chat = async_chat_new(c->base, fd, &c->h, c);
 	ck_assert_ptr_nonnull(c->chat);
@@ -375,12 +375,11 @@ fx_open(struct fx_chan *c, enum fx_kind kind)
 		break;
 	case FX_PAIR:
 	case FX_PAIR_SYNC:
-		ck_assert_int_eq(bufferevent_pair_new(c->base,
-		                     BEV_OPT_CLOSE_ON_FREE |
-		                         (kind == FX_PAIR ?
-		                                 BEV_OPT_DEFER_CALLBACKS :
-		                                 0),
-		                     pair),
+		ck_assert_int_eq(
+		    bufferevent_pair_new(c->base,
+		        BEV_OPT_CLOSE_ON_FREE |
+		            (kind == FX_PAIR ? BEV_OPT_DEFER_CALLBACKS : 0),
+		        pair),
 		    0);
 		c->chat = async_chat_new_bufferevent(pair[0], &c->h, c);
 		ck_assert_ptr_nonnull(c->chat);
@@ -391,10 +390,9 @@ fx_open(struct fx_chan *c, enum fx_kind kind)
 		c->family = kind == FX_TCP4 ? AF_INET : AF_INET6;
 		if (fx_have_family(c->family) < 0)
 			return 1;
-		c->listener =
-		    fx_listen(c->base, c->family, fx_accept, c);
-		fx_peer_attach(c, fx_tcp_client(c->family,
-		                      fx_listener_port(c->listener)));
+		c->listener = fx_listen(c->base, c->family, fx_accept, c);
+		fx_peer_attach(
+		    c, fx_tcp_client(c->family, fx_listener_port(c->listener)));
 		fx_run(c, fx_until_chat);
 		break;
 	case FX_KIND_N:
@@ -602,8 +600,8 @@ fx_check_closed(struct fx_chan *c)
 	EXPECT_ERRNO(async_chat_push(chat, "x", 1), ENOTCONN);
 	EXPECT_ERRNO(async_chat_push_buffer(chat, b), ENOTCONN);
 	ck_assert_uint_eq(evbuffer_get_length(b), 4);
-	EXPECT_ERRNO(async_chat_push_reference(chat, "x", 1, count_cleanup,
-	                 &runs),
+	EXPECT_ERRNO(
+	    async_chat_push_reference(chat, "x", 1, count_cleanup, &runs),
 	    ENOTCONN);
 	ck_assert_int_eq(runs, 0);
 	EXPECT_ERRNO(async_chat_push_file(chat, fd, 0, -1), ENOTCONN);
@@ -686,8 +684,8 @@ fx_loopback(int family, int port)
 }
 
 struct async_chat_listener *
-fx_listen(struct event_base *base, int family, async_chat_accept_fn fn,
-    void *arg)
+fx_listen(
+    struct event_base *base, int family, async_chat_accept_fn fn, void *arg)
 {
 	struct fx_addr a = fx_loopback(family, 0);
 	struct async_chat_listener *l;
@@ -736,9 +734,9 @@ fx_refusing_port(int family, int *port)
 	ck_assert_int_ge(fd, 0);
 	ck_assert_int_eq(bind(fd, FX_SA(&a), (socklen_t)a.len), 0);
 	ck_assert_int_eq(getsockname(fd, FX_SA(&a), &len), 0);
-	*port = family == AF_INET ?
-	            ntohs(((struct sockaddr_in *)&a.ss)->sin_port) :
-	            ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port);
+	*port = family == AF_INET
+	            ? ntohs(((struct sockaddr_in *)&a.ss)->sin_port)
+	            : ntohs(((struct sockaddr_in6 *)&a.ss)->sin6_port);
 	return fd;
 }
 
