@@ -61,19 +61,6 @@ __asan_default_options(void)
 }
 #endif
 
-static double
-test_scale(void)
-{
-	const char *s = getenv("ASYNCHAT_TEST_SCALE");
-	double x;
-	char *end;
-
-	if (s == NULL || *s == '\0')
-		return 1.0;
-	x = strtod(s, &end);
-	return end != s && x > 0 ? x : 1.0;
-}
-
 /* Peak resident set size of this process, in KiB. */
 static long
 peak_rss_kib(void)
@@ -1361,7 +1348,7 @@ flood_start(struct flood *fl, int message, int skip)
 	ck_assert_int_eq(async_chat_set_terminator(fl->c.chat, "\r\n", 2), 0);
 	ck_assert_int_eq(async_chat_set_max_frame(fl->c.chat, MAX_FRAME), 0);
 	fl->snd.fd = fl->c.p.fd;
-	fl->snd.total = (uint64_t)((double)FLOOD_BYTES * test_scale());
+	fl->snd.total = (uint64_t)((double)FLOOD_BYTES * tu_scale());
 	if (fl->snd.total < ((uint64_t)16 << 20))
 		fl->snd.total = (uint64_t)16 << 20; /* far past the bound */
 	ck_assert_int_eq(pthread_create(&fl->thread, NULL, sender_main,
@@ -1563,7 +1550,7 @@ START_TEST(test_non_reading_peer)
 	int i;
 
 	memset(&nr, 0, sizeof(nr));
-	nr.target = (uint64_t)((double)NR_BYTES * test_scale());
+	nr.target = (uint64_t)((double)NR_BYTES * tu_scale());
 	if (nr.target < 4 * NR_LIMIT)
 		nr.target = 4 * NR_LIMIT;
 	fx_init(&c, NULL);
