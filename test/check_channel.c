@@ -51,7 +51,7 @@ pair_send_chains(struct fx_chan *c, const char *const *pieces, size_t n)
 	evbuffer_free(tmp);
 }
 
-/* Once actions (c->once), run from inside a callback. */
+/* Actions for fx_once(), run from inside a callback. */
 static void
 do_pause(struct fx_chan *c, enum fx_cb which)
 {
@@ -72,14 +72,6 @@ do_discard_all(struct fx_chan *c, enum fx_cb which)
 {
 	do_discard(c, which);
 	evbuffer_drain(c->f.cur, evbuffer_get_length(c->f.cur));
-}
-
-static void
-once(struct fx_chan *c, enum fx_cb cb, int nth, fx_hook fn)
-{
-	c->once.cb = cb;
-	c->once.nth = nth;
-	c->once.fn = fn;
 }
 
 /*
@@ -226,7 +218,7 @@ FX_TEST(test_discard_in_collect, FX_PAIR_SYNC)
 	static const char *const first[] = {"abc", "def\nnext\n"};
 	static const char *const second[] = {"after\n"};
 
-	once(c, FX_COLLECT, 1, do_discard_all);
+	fx_once(c, FX_COLLECT, 1, do_discard_all);
 	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
 	pair_send_chains(c, first, 2);
 	c->want = 1;
@@ -248,7 +240,7 @@ static void
 held_back_at_eof(struct fx_chan *c, fx_hook action)
 {
 	fx_start(c, FX_SOCKETPAIR);
-	once(c, FX_COLLECT, 2, action);
+	fx_once(c, FX_COLLECT, 2, action);
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
 	fx_sends(c, "abc\r");
 	c->want = 3;
@@ -532,7 +524,7 @@ START_TEST(test_eof_default_flushes_then_closes)
 
 	fx_init(&c, NULL);
 	c.h.handle_close = NULL;
-	once(&c, FX_FOUND, 1, push_big_on_found);
+	fx_once(&c, FX_FOUND, 1, push_big_on_found);
 	fx_open(&c, FX_SOCKETPAIR);
 	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
 	fx_sends(&c, "go\n");
@@ -1068,7 +1060,7 @@ START_TEST(test_reentrancy)
 	fx_init(&c, NULL);
 	c.where = _i / N(reent_ops);
 	c.op = _i % N(reent_ops);
-	once(&c, r->cb, 1, o->run);
+	fx_once(&c, r->cb, 1, o->run);
 	if (r->cb == FX_CONNECT) {
 		struct fx_addr a;
 
@@ -1131,7 +1123,7 @@ END_TEST
 
 FX_TEST(test_pause_buffered, FX_SOCKETPAIR)
 {
-	once(c, FX_FOUND, 1, do_pause);
+	fx_once(c, FX_FOUND, 1, do_pause);
 	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
 	fx_sends(c, "a\nb\nc\n");
 	c->want = 1;
@@ -1161,7 +1153,7 @@ FX_TEST(test_pause_in_collect, FX_PAIR_SYNC)
 {
 	static const char *const pieces[] = {"abc", "def\nghi\n"};
 
-	once(c, FX_COLLECT, 1, do_pause);
+	fx_once(c, FX_COLLECT, 1, do_pause);
 	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
 	pair_send_chains(c, pieces, 2);
 	fx_settle(c->base);
@@ -1239,7 +1231,7 @@ FX_TEST(test_pause_eof_socket, FX_SOCKETPAIR)
  * paused: it is handled after resume, held-back bytes first. */
 FX_TEST(test_pause_eof_pair, FX_PAIR_SYNC)
 {
-	once(c, FX_FOUND, 1, do_pause);
+	fx_once(c, FX_FOUND, 1, do_pause);
 	ck_assert_int_eq(async_chat_get_fd(c->chat), -1);
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
 	fx_send(c, "a\r\nb\r\nc\r", 8);

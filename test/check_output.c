@@ -1303,9 +1303,7 @@ until_done(struct fx_chan *c)
 
 FX_TEST(test_calls_after_close_in_callback, FX_SOCKETPAIR)
 {
-	c->once.cb = FX_FOUND;
-	c->once.nth = 1;
-	c->once.fn = close_then_call;
+	fx_once(c, FX_FOUND, 1, close_then_call);
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\n", 1), 0);
 	ck_assert_int_eq(async_chat_push(c->chat, "unsent", 6), 0);
 	ck_assert_int_eq(bufferevent_write(c->p.bev, "go\nmore\n", 8), 0);

@@ -78,6 +78,15 @@ call_hooks(struct fx_chan *c, enum fx_cb which, int count)
 	}
 }
 
+void
+fx_once(struct fx_chan *c, enum fx_cb cb, int nth, fx_hook fn)
+{
+	c->once.cb = cb;
+	c->once.nth = nth;
+	c->once.fn = fn;
+	c->once.done = 0;
+}
+
 static void
 rec_collect(struct async_chat *chat, const char *data, size_t len, void *arg)
 {

@@ -155,6 +155,10 @@ extern const struct async_chat_handlers fx_handlers;
 	END_TEST                                                               \
 	static void name##_body(struct fx_chan *c, int _i)
 
+/* Run fn once, inside the nth call of callback cb (counted from the
+ * channel's start), unless the channel has gone by then. */
+void fx_once(struct fx_chan *c, enum fx_cb cb, int nth, fx_hook fn);
+
 /* Where the channel runs. */
 enum fx_kind {
 	FX_UNCONNECTED, /* fd -1, for async_chat_connect(); no peer */
