@@ -22,6 +22,13 @@
 
 #define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
+/* The transports a transport-independent test runs over, and the socket
+ * ones: a bufferevent pair moves all its bytes in one go, whatever the
+ * in_buffer_size. */
+static const enum fx_kind every_kind[] = {
+    FX_SOCKETPAIR, FX_PAIR, FX_PAIR_SYNC, FX_TCP4, FX_TCP6};
+static const enum fx_kind socket_kinds[] = {FX_SOCKETPAIR, FX_TCP4, FX_TCP6};
+
 /* Outside ck_assert: Check records every assertion it passes. */
 static int
 all_bytes(const char *p, size_t len, char want)
@@ -78,7 +85,7 @@ do_discard_all(struct fx_chan *c, enum fx_cb which)
  * Framing over a socket: collect mode and message mode
  */
 
-FX_TEST(test_collect_mode, FX_SOCKETPAIR)
+FX_TEST(test_collect_mode, every_kind[_i])
 {
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
 	fx_sends(c, "hello\r\nworld\r\npart");
@@ -282,7 +289,7 @@ START_TEST(test_pause_in_collect_at_eof)
 }
 END_TEST
 
-FX_TEST(test_in_buffer_size_one, FX_SOCKETPAIR)
+FX_TEST(test_in_buffer_size_one, socket_kinds[_i])
 {
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat),
 	    ASYNC_CHAT_DEFAULT_BUFFER_SIZE);
@@ -339,7 +346,7 @@ check_count_left(struct fx_chan *c, enum fx_cb which)
 	c->state++;
 }
 
-FX_TEST(test_count_remaining, FX_SOCKETPAIR)
+FX_TEST(test_count_remaining, socket_kinds[_i])
 {
 	c->hook = check_count_left;
 	ck_assert_int_eq(async_chat_set_in_buffer_size(c->chat, 3), 0);
@@ -463,7 +470,7 @@ FX_TEST(test_matched_terminator, FX_SOCKETPAIR)
 
 /* The bytes held back as a possible "\r\n\r\n" prefix reach collect
  * before handle_close runs. */
-FX_TEST(test_eof_held_back_collect, FX_SOCKETPAIR)
+FX_TEST(test_eof_held_back_collect, every_kind[_i])
 {
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n\r\n", 4), 0);
 	fx_sends(c, "one\r\n\r\ntwo\r\n\r");
@@ -551,7 +558,7 @@ reply_on_close(struct fx_chan *c, enum fx_cb which)
 		ck_assert_int_eq(async_chat_push(c->chat, "bye\n", 4), 0);
 }
 
-FX_TEST(test_half_closed_peer, FX_SOCKETPAIR)
+FX_TEST(test_half_closed_peer, every_kind[_i])
 {
 	c->hook = reply_on_close;
 	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
@@ -1121,7 +1128,7 @@ END_TEST
  * Pause and resume
  */
 
-FX_TEST(test_pause_buffered, FX_SOCKETPAIR)
+FX_TEST(test_pause_buffered, every_kind[_i])
 {
 	fx_once(c, FX_FOUND, 1, do_pause);
 	ck_assert_int_eq(async_chat_set_terminator_line(c->chat), 0);
@@ -1210,7 +1217,7 @@ FX_TEST(test_pause_on_count_last_byte, FX_SOCKETPAIR)
 }
 
 /* Paused before anything arrives; the peer sends and closes meanwhile. */
-FX_TEST(test_pause_eof_socket, FX_SOCKETPAIR)
+FX_TEST(test_pause_eof_socket, socket_kinds[_i])
 {
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
 	ck_assert_int_eq(async_chat_pause_reading(c->chat), 0);
@@ -1375,7 +1382,7 @@ END_TEST
 
 /* The bound reached by the held-back bytes handed over at EOF: the EOF
  * waits until the bound is raised and reading resumed. */
-FX_TEST(test_frame_bound_at_eof, FX_SOCKETPAIR)
+FX_TEST(test_frame_bound_at_eof, every_kind[_i])
 {
 	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n\r\n", 4), 0);
 	ck_assert_int_eq(async_chat_set_max_frame(c->chat, 3), 0);
@@ -1816,13 +1823,13 @@ END_TEST
 static void
 input_tests(TCase *tc)
 {
-	tcase_add_test(tc, test_collect_mode);
+	tcase_add_loop_test(tc, test_collect_mode, 0, N(every_kind));
 	tcase_add_test(tc, test_message_mode);
 	tcase_add_test(tc, test_terminator_change_same_read);
 	tcase_add_test(tc, test_discard_in_collect);
 	tcase_add_test(tc, test_discard_in_collect_at_eof);
-	tcase_add_test(tc, test_in_buffer_size_one);
-	tcase_add_test(tc, test_count_remaining);
+	tcase_add_loop_test(tc, test_in_buffer_size_one, 0, N(socket_kinds));
+	tcase_add_loop_test(tc, test_count_remaining, 0, N(socket_kinds));
 	tcase_add_test(tc, test_get_terminator_kinds);
 	tcase_add_loop_test(tc, test_matched_terminator, 0, N(matched_cases));
 }
@@ -1830,10 +1837,10 @@ input_tests(TCase *tc)
 static void
 eof_tests(TCase *tc)
 {
-	tcase_add_test(tc, test_eof_held_back_collect);
+	tcase_add_loop_test(tc, test_eof_held_back_collect, 0, N(every_kind));
 	tcase_add_test(tc, test_eof_held_back_message);
 	tcase_add_test(tc, test_eof_default_flushes_then_closes);
-	tcase_add_test(tc, test_half_closed_peer);
+	tcase_add_loop_test(tc, test_half_closed_peer, 0, N(every_kind));
 }
 
 static void
@@ -1857,15 +1864,15 @@ reentrancy_tests(TCase *tc)
 static void
 flow_tests(TCase *tc)
 {
-	tcase_add_test(tc, test_pause_buffered);
+	tcase_add_loop_test(tc, test_pause_buffered, 0, N(every_kind));
 	tcase_add_test(tc, test_pause_in_collect);
 	tcase_add_test(tc, test_pause_on_count_last_byte);
 	tcase_add_test(tc, test_pause_in_collect_at_eof);
-	tcase_add_test(tc, test_pause_eof_socket);
+	tcase_add_loop_test(tc, test_pause_eof_socket, 0, N(socket_kinds));
 	tcase_add_test(tc, test_pause_eof_pair);
 	tcase_add_test(tc, test_frame_bound_flood);
 	tcase_add_test(tc, test_frame_bound_count_message);
-	tcase_add_test(tc, test_frame_bound_at_eof);
+	tcase_add_loop_test(tc, test_frame_bound_at_eof, 0, N(every_kind));
 }
 
 static void
