@@ -25,7 +25,6 @@
 #include <execinfo.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -40,8 +39,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "asynchat.h"
-#include "testutil.h"
+#include "fixture.h"
 
 /* bench/load's load_run(), for a reduced run of it (part 4). */
 #define LOAD_EMBEDDED
@@ -62,19 +60,6 @@ __asan_default_options(void)
 	return "quarantine_size_mb=16";
 }
 #endif
-
-static double
-test_scale(void)
-{
-	const char *s = getenv("ASYNCHAT_TEST_SCALE");
-	double x;
-	char *end;
-
-	if (s == NULL || *s == '\0')
-		return 1.0;
-	x = strtod(s, &end);
-	return end != s && x > 0 ? x : 1.0;
-}
 
 /* Peak resident set size of this process, in KiB. */
 static long
@@ -1210,40 +1195,22 @@ sweep(int v, int sticky)
 	fflush(stdout);
 }
 
-START_TEST(test_alloc_fail_collect)
+/* Every variant, failing the N-th allocation only, then every allocation
+ * from the N-th on. */
+static const struct {
+	int v, sticky;
+} sweeps[] = {
+    {0, 0}, {V_MESSAGE, 0}, {V_DEFAULTS, 0}, {V_DEFAULTS | V_MESSAGE, 0},
+    {V_PAIR, 0}, {V_PAIR | V_MESSAGE, 0}, {V_PAIR | V_DEFAULTS, 0},
+    {V_PAIR | V_DEFAULTS | V_MESSAGE, 0},
+    {0, 1}, {V_MESSAGE, 1}, {V_DEFAULTS, 1}, {V_DEFAULTS | V_MESSAGE, 1},
+    {V_PAIR, 1}, {V_PAIR | V_MESSAGE, 1}, {V_PAIR | V_DEFAULTS, 1},
+    {V_PAIR | V_DEFAULTS | V_MESSAGE, 1},
+};
+
+START_TEST(test_alloc_fail)
 {
-	sweep(0, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_message)
-{
-	sweep(V_MESSAGE, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_defaults)
-{
-	sweep(V_DEFAULTS, 0);
-	sweep(V_DEFAULTS | V_MESSAGE, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_pair)
-{
-	int v;
-
-	for (v = V_PAIR; v < 2 * V_PAIR; v++)
-		sweep(v, 0);
-}
-END_TEST
-
-START_TEST(test_alloc_fail_sticky)
-{
-	int v;
-
-	for (v = 0; v < 2 * V_PAIR; v++)
-		sweep(v, 1);
+	sweep(sweeps[_i].v, sweeps[_i].sticky);
 }
 END_TEST
 
@@ -1302,115 +1269,68 @@ sender_main(void *arg)
 }
 
 struct flood {
-	struct event_base *base;
-	struct async_chat *chat;
-	evutil_socket_t fd[2];
+	struct fx_chan c;
 	struct sender snd;
 	pthread_t thread;
-	int skip;               /* answer the error by skipping the frame */
-	uint64_t delivered;     /* collected, or taken from the frame buffer */
-	uint64_t discarded;     /* unread input dropped by discard_buffers */
-	size_t max_held;        /* most bytes the channel held at once */
-	int errors, last_error, closes, frees;
-	int bad;
+	int skip;           /* answer the error by skipping the frame */
+	uint64_t taken;     /* taken from the frame buffer */
+	uint64_t discarded; /* unread input dropped by discard_buffers */
+	size_t max_held;    /* most bytes the channel held at once */
 };
 
 /* The bytes the channel holds: unread input and the frame buffer. */
 static size_t
 held(struct flood *fl)
 {
-	struct bufferevent *bev = async_chat_get_bufferevent(fl->chat);
+	struct bufferevent *bev = async_chat_get_bufferevent(fl->c.chat);
 	size_t n;
 
 	if (bev == NULL)
 		return 0;
 	n = evbuffer_get_length(bufferevent_get_input(bev)) +
-	    evbuffer_get_length(async_chat_incoming(fl->chat));
+	    evbuffer_get_length(async_chat_incoming(fl->c.chat));
 	if (n > fl->max_held)
 		fl->max_held = n;
 	return n;
 }
 
 static void
-fl_collect(struct async_chat *chat, const char *data, size_t len, void *arg)
+flood_hook(struct fx_chan *c, enum fx_cb which)
 {
-	struct flood *fl = arg;
+	struct flood *fl = c->user;
+	struct evbuffer *in;
 
-	(void)chat;
-	(void)data;
-	fl->delivered += len;
-	held(fl);
+	switch (which) {
+	case FX_COLLECT:
+		held(fl);
+		break;
+	case FX_CLOSE:
+		fl->taken += evbuffer_get_length(async_chat_incoming(c->chat));
+		break;
+	case FX_ERROR:
+		held(fl);
+		if (!fl->skip ||
+		    c->f.last_error != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
+			break;
+		/* Skip the oversized frame: what was taken counts as
+		 * delivered, what was left unread as discarded, then read
+		 * on. */
+		in = bufferevent_get_input(async_chat_get_bufferevent(c->chat));
+		fl->taken += evbuffer_get_length(async_chat_incoming(c->chat));
+		fl->discarded += evbuffer_get_length(in);
+		ck_assert_int_eq(async_chat_discard_buffers(c->chat), 0);
+		ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
+		break;
+	default:
+		break;
+	}
 }
 
-static void
-fl_found(struct async_chat *chat, void *arg)
+/* Collected, or taken from the frame buffer. */
+static uint64_t
+delivered(const struct flood *fl)
 {
-	((struct flood *)arg)->bad++; /* no terminator is ever sent */
-}
-
-static void
-fl_close(struct async_chat *chat, void *arg)
-{
-	struct flood *fl = arg;
-
-	fl->closes++;
-	fl->delivered += evbuffer_get_length(async_chat_incoming(chat));
-}
-
-static void
-fl_error(struct async_chat *chat, int err, void *arg)
-{
-	struct flood *fl = arg;
-	struct evbuffer *in = bufferevent_get_input(
-	    async_chat_get_bufferevent(chat));
-
-	fl->errors++;
-	fl->last_error = err;
-	held(fl);
-	if (!fl->skip || err != ASYNC_CHAT_ERR_FRAME_TOO_LONG)
-		return;
-	/* Skip the oversized frame: what was taken counts as delivered,
-	 * what was left unread as discarded, then read on. */
-	fl->delivered += evbuffer_get_length(async_chat_incoming(chat));
-	fl->discarded += evbuffer_get_length(in);
-	ck_assert_int_eq(async_chat_discard_buffers(chat), 0);
-	ck_assert_int_eq(async_chat_resume_reading(chat), 0);
-}
-
-static void
-fl_free(struct async_chat *chat, void *arg)
-{
-	struct flood *fl = arg;
-
-	(void)chat;
-	fl->frees++;
-	fl->chat = NULL;
-}
-
-static const struct async_chat_handlers fl_collect_h = {
-	.collect_incoming_data = fl_collect,
-	.found_terminator = fl_found,
-	.handle_close = fl_close,
-	.handle_error = fl_error,
-	.handle_free = fl_free,
-};
-static const struct async_chat_handlers fl_message_h = {
-	.found_terminator = fl_found,
-	.handle_close = fl_close,
-	.handle_error = fl_error,
-	.handle_free = fl_free,
-};
-
-static int
-cond_fl_error(void *arg)
-{
-	return ((struct flood *)arg)->errors > 0;
-}
-
-static int
-cond_fl_eof(void *arg)
-{
-	return ((struct flood *)arg)->closes > 0;
+	return fl->c.collected + fl->taken;
 }
 
 static void
@@ -1418,16 +1338,17 @@ flood_start(struct flood *fl, int message, int skip)
 {
 	memset(fl, 0, sizeof(*fl));
 	fl->skip = skip;
-	fl->base = event_base_new();
-	ck_assert_ptr_nonnull(fl->base);
-	tu_socketpair(fl->fd);
-	fl->chat = async_chat_new(fl->base, fl->fd[0],
-	    message ? &fl_message_h : &fl_collect_h, fl);
-	ck_assert_ptr_nonnull(fl->chat);
-	ck_assert_int_eq(async_chat_set_terminator(fl->chat, "\r\n", 2), 0);
-	ck_assert_int_eq(async_chat_set_max_frame(fl->chat, MAX_FRAME), 0);
-	fl->snd.fd = fl->fd[1];
-	fl->snd.total = (uint64_t)((double)FLOOD_BYTES * test_scale());
+	fx_init(&fl->c, NULL);
+	if (message)
+		fl->c.h.collect_incoming_data = NULL;
+	fl->c.count_only = 1;
+	fl->c.hook = flood_hook;
+	fl->c.user = fl;
+	fx_open(&fl->c, FX_SOCKETPAIR);
+	ck_assert_int_eq(async_chat_set_terminator(fl->c.chat, "\r\n", 2), 0);
+	ck_assert_int_eq(async_chat_set_max_frame(fl->c.chat, MAX_FRAME), 0);
+	fl->snd.fd = fl->c.p.fd;
+	fl->snd.total = (uint64_t)((double)FLOOD_BYTES * tu_scale());
 	if (fl->snd.total < ((uint64_t)16 << 20))
 		fl->snd.total = (uint64_t)16 << 20; /* far past the bound */
 	ck_assert_int_eq(pthread_create(&fl->thread, NULL, sender_main,
@@ -1439,12 +1360,11 @@ static void
 flood_stop(struct flood *fl)
 {
 	atomic_store(&fl->snd.stop, 1);
-	if (fl->chat != NULL)
-		async_chat_close(fl->chat); /* the sender's writes now fail */
+	if (!fl->c.gone)
+		async_chat_close(fl->c.chat); /* the sender's writes now fail */
 	ck_assert_int_eq(pthread_join(fl->thread, NULL), 0);
-	ck_assert_int_eq(fl->frees, 1);
-	event_base_free(fl->base);
-	evutil_closesocket(fl->fd[1]);
+	ck_assert_int_eq(fl->c.f.frees, 1);
+	fx_end(&fl->c);
 }
 
 /* The bound is reached once; reading stays paused however much the peer
@@ -1454,36 +1374,31 @@ static void
 flood_bounded(int message)
 {
 	static struct flood fl;
+	struct fx_chan *c = &fl.c;
 	const size_t bound = MAX_FRAME + ASYNC_CHAT_DEFAULT_BUFFER_SIZE + 2;
 	long rss0 = peak_rss_kib(), rss1;
-	uint64_t delivered;
+	uint64_t got;
 	size_t in_len;
 
 	flood_start(&fl, message, 0);
-	ck_assert_int_eq(tu_run_until(fl.base, cond_fl_error, &fl, WAIT_MS),
-	    0);
-	ck_assert_int_eq(fl.errors, 1);
-	ck_assert_int_eq(fl.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert_int_eq(async_chat_reading_paused(fl.chat), 1);
-	if (message)
-		fl.delivered =
-		    evbuffer_get_length(async_chat_incoming(fl.chat));
-	ck_assert_uint_eq(fl.delivered, MAX_FRAME);
-	delivered = fl.delivered;
-	in_len = evbuffer_get_length(
-	    bufferevent_get_input(async_chat_get_bufferevent(fl.chat)));
+	ck_assert_int_eq(fx_wait(c, fx_until_errors, WAIT_MS), 0);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
+	got = message ? evbuffer_get_length(async_chat_incoming(c->chat)) :
+	                delivered(&fl);
+	ck_assert_uint_eq(got, MAX_FRAME);
+	in_len = fx_input_len(c);
 	/* Let the peer push against the paused channel for a while. */
-	tu_run_until(fl.base, NULL, NULL, 300);
-	ck_assert_int_eq(fl.errors, 1);
-	ck_assert_int_eq(fl.bad, 0);
-	ck_assert_int_eq(async_chat_reading_paused(fl.chat), 1);
+	fx_wait(c, NULL, 300);
+	ck_assert_int_eq(c->f.errors, 1);
+	ck_assert_int_eq(c->f.founds, 0); /* no terminator is ever sent */
+	ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
 	if (!message)
-		ck_assert_uint_eq(fl.delivered, delivered);
-	ck_assert_uint_eq(evbuffer_get_length(async_chat_incoming(fl.chat)),
+		ck_assert_uint_eq(delivered(&fl), got);
+	ck_assert_uint_eq(evbuffer_get_length(async_chat_incoming(c->chat)),
 	    message ? MAX_FRAME : 0);
-	ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_input(
-			      async_chat_get_bufferevent(fl.chat))),
-	    in_len);
+	ck_assert_uint_eq(fx_input_len(c), in_len);
 	ck_assert_uint_le(held(&fl), bound);
 	ck_assert_uint_le(fl.max_held, bound);
 	ck_assert_int_eq(atomic_load(&fl.snd.done), 0); /* still trying */
@@ -1505,52 +1420,46 @@ static void
 flood_skipped(int message)
 {
 	static struct flood fl;
+	struct fx_chan *c = &fl.c;
 	const size_t bound = MAX_FRAME + ASYNC_CHAT_DEFAULT_BUFFER_SIZE + 2;
 	long rss0 = peak_rss_kib(), rss1;
+	uint64_t all;
+	int errors;
 
 	flood_start(&fl, message, 1);
-	ck_assert_int_eq(tu_run_until(fl.base, cond_fl_eof, &fl, 20 * WAIT_MS),
-	    0);
-	ck_assert_int_eq(fl.bad, 0);
+	ck_assert_int_eq(fx_wait(c, fx_until_closes, 20 * WAIT_MS), 0);
+	ck_assert_int_eq(c->f.founds, 0); /* no terminator is ever sent */
 	ck_assert_int_eq(fl.snd.err, 0);
-	ck_assert_int_gt(fl.errors, 0);
-	ck_assert_int_eq(fl.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
-	ck_assert_uint_eq(fl.delivered + fl.discarded, fl.snd.total);
+	ck_assert_int_gt(c->f.errors, 0);
+	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_FRAME_TOO_LONG);
+	ck_assert_uint_eq(delivered(&fl) + fl.discarded, fl.snd.total);
 	ck_assert_uint_le(fl.max_held, bound);
+	all = delivered(&fl);
+	errors = c->f.errors;
 	flood_stop(&fl);
 	rss1 = peak_rss_kib();
 	printf("flood (%s, frames skipped): %llu bytes streamed, %llu "
 	       "delivered, %llu discarded, %d frame-too-long errors; channel "
 	       "held at most %zu bytes; peak RSS %ld KiB (grew %ld KiB)\n",
 	    message ? "message" : "collect", (unsigned long long)fl.snd.sent,
-	    (unsigned long long)fl.delivered,
-	    (unsigned long long)fl.discarded, fl.errors, fl.max_held, rss1,
-	    rss1 - rss0);
+	    (unsigned long long)all, (unsigned long long)fl.discarded, errors,
+	    fl.max_held, rss1, rss1 - rss0);
 	fflush(stdout);
 	ck_assert_int_lt(rss1 - rss0, RSS_GROWTH_MAX_KIB);
 }
 
-START_TEST(test_flood_collect)
-{
-	flood_bounded(0);
-}
-END_TEST
+/* Collect and message mode, the bound kept or each oversized frame
+ * skipped. */
+static const struct {
+	int message, skip;
+} floods[] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}};
 
-START_TEST(test_flood_message)
+START_TEST(test_flood)
 {
-	flood_bounded(1);
-}
-END_TEST
-
-START_TEST(test_flood_skipped_collect)
-{
-	flood_skipped(0);
-}
-END_TEST
-
-START_TEST(test_flood_skipped_message)
-{
-	flood_skipped(1);
+	if (floods[_i].skip)
+		flood_skipped(floods[_i].message);
+	else
+		flood_bounded(floods[_i].message);
 }
 END_TEST
 
@@ -1573,82 +1482,55 @@ pattern_at(uint64_t k)
 }
 
 struct nonreader {
-	struct event_base *base;
-	struct async_chat *chat;
-	evutil_socket_t fd[2];
-	struct event *peer_ev;
 	uint64_t target, pushed, received;
 	size_t max_pending;
-	int drains, errors, frees, peer_eof, bad_byte, closing;
+	int bad_byte, closing;
 	uint64_t bad_at;
 };
 
 static void
-nr_pump(struct nonreader *nr)
+nr_pump(struct fx_chan *c)
 {
+	struct nonreader *nr = c->user;
 	unsigned char buf[NR_CHUNK];
 
-	while (nr->chat != NULL && nr->pushed < nr->target &&
-	    async_chat_output_pending(nr->chat) < NR_LIMIT) {
+	while (!c->gone && nr->pushed < nr->target &&
+	       async_chat_output_pending(c->chat) < NR_LIMIT) {
 		size_t n = NR_CHUNK, i;
 
 		if (n > nr->target - nr->pushed)
 			n = (size_t)(nr->target - nr->pushed);
 		for (i = 0; i < n; i++)
 			buf[i] = pattern_at(nr->pushed + i);
-		ck_assert_int_eq(async_chat_push(nr->chat, buf, n), 0);
+		ck_assert_int_eq(async_chat_push(c->chat, buf, n), 0);
 		nr->pushed += n;
-		if (async_chat_output_pending(nr->chat) > nr->max_pending)
-			nr->max_pending = async_chat_output_pending(nr->chat);
+		if (async_chat_output_pending(c->chat) > nr->max_pending)
+			nr->max_pending = async_chat_output_pending(c->chat);
 	}
-	if (nr->chat != NULL && nr->pushed == nr->target && !nr->closing) {
+	if (!c->gone && nr->pushed == nr->target && !nr->closing) {
 		nr->closing = 1;
-		ck_assert_int_eq(async_chat_close_when_done(nr->chat), 0);
+		ck_assert_int_eq(async_chat_close_when_done(c->chat), 0);
 	}
 }
 
+/* Push again on handle_drain; close on an error. */
 static void
-nr_drain(struct async_chat *chat, void *arg)
+nr_hook(struct fx_chan *c, enum fx_cb which)
 {
-	struct nonreader *nr = arg;
-
-	(void)chat;
-	nr->drains++;
-	nr_pump(nr);
+	if (which == FX_DRAIN)
+		nr_pump(c);
+	else if (which == FX_ERROR)
+		async_chat_close(c->chat);
 }
 
 static void
-nr_error(struct async_chat *chat, int err, void *arg)
+nr_peer_read(struct fx_peer *p, struct evbuffer *in)
 {
-	((struct nonreader *)arg)->errors++;
-	async_chat_close(chat);
-}
-
-static void
-nr_free(struct async_chat *chat, void *arg)
-{
-	struct nonreader *nr = arg;
-
-	(void)chat;
-	nr->frees++;
-	nr->chat = NULL;
-}
-
-static const struct async_chat_handlers nr_h = {
-	.handle_error = nr_error,
-	.handle_drain = nr_drain,
-	.handle_free = nr_free,
-};
-
-static void
-nr_peer_read(evutil_socket_t fd, short what, void *arg)
-{
-	struct nonreader *nr = arg;
+	struct nonreader *nr = p->user;
 	unsigned char buf[65536];
-	ssize_t n, i;
+	int n, i;
 
-	(void)what;
-	while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+	while ((n = evbuffer_remove(in, buf, sizeof(buf))) > 0) {
 		for (i = 0; i < n && !nr->bad_byte; i++) {
 			if (buf[i] != pattern_at(nr->received + (uint64_t)i)) {
 				nr->bad_byte = 1;
@@ -1657,75 +1539,63 @@ nr_peer_read(evutil_socket_t fd, short what, void *arg)
 		}
 		nr->received += (uint64_t)n;
 	}
-	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-		nr->peer_eof = 1;
-		event_del(nr->peer_ev);
-	}
-}
-
-static int
-cond_nr_done(void *arg)
-{
-	const struct nonreader *nr = arg;
-
-	return nr->peer_eof;
 }
 
 START_TEST(test_non_reading_peer)
 {
 	static struct nonreader nr;
+	struct fx_chan c;
 	long rss0 = peak_rss_kib(), rss1, rss2;
 	uint64_t stalled_pushed;
 	int i;
 
 	memset(&nr, 0, sizeof(nr));
-	nr.target = (uint64_t)((double)NR_BYTES * test_scale());
+	nr.target = (uint64_t)((double)NR_BYTES * tu_scale());
 	if (nr.target < 4 * NR_LIMIT)
 		nr.target = 4 * NR_LIMIT;
-	nr.base = event_base_new();
-	ck_assert_ptr_nonnull(nr.base);
-	tu_socketpair(nr.fd);
-	nr.chat = async_chat_new(nr.base, nr.fd[0], &nr_h, &nr);
-	ck_assert_ptr_nonnull(nr.chat);
+	fx_init(&c, NULL);
+	/* Message mode, and the default handle_close. */
+	c.h.collect_incoming_data = NULL;
+	c.h.found_terminator = NULL;
+	c.h.handle_close = NULL;
+	c.hook = nr_hook;
+	c.user = &nr;
+	fx_open(&c, FX_SOCKETPAIR);
 	/* The peer reads nothing: push at every turn for a while. */
+	ck_assert_int_eq(bufferevent_disable(c.p.bev, EV_READ), 0);
 	for (i = 0; i < NR_TURNS; i++) {
-		nr_pump(&nr);
-		event_base_loop(nr.base, EVLOOP_NONBLOCK);
+		nr_pump(&c);
+		event_base_loop(c.base, EVLOOP_NONBLOCK);
 	}
-	tu_run_until(nr.base, NULL, NULL, 100);
-	nr_pump(&nr);
+	fx_wait(&c, NULL, 100);
+	nr_pump(&c);
 	stalled_pushed = nr.pushed;
 	rss1 = peak_rss_kib();
 	ck_assert_uint_le(nr.max_pending, NR_LIMIT + NR_CHUNK);
 	ck_assert_uint_lt(stalled_pushed, nr.target);
-	ck_assert_int_eq(nr.errors, 0);
+	ck_assert_int_eq(c.f.errors, 0);
 	ck_assert_int_lt(rss1 - rss0, RSS_GROWTH_MAX_KIB);
 	/* Now the peer reads: everything arrives, in order. */
-	nr.peer_ev = event_new(nr.base, nr.fd[1], EV_READ | EV_PERSIST,
-	    nr_peer_read, &nr);
-	ck_assert_ptr_nonnull(nr.peer_ev);
-	ck_assert_int_eq(event_add(nr.peer_ev, NULL), 0);
-	ck_assert_int_eq(tu_run_until(nr.base, cond_nr_done, &nr,
-			     20 * WAIT_MS),
-	    0);
+	c.p.on_read = nr_peer_read;
+	c.p.user = &nr;
+	ck_assert_int_eq(bufferevent_enable(c.p.bev, EV_READ), 0);
+	ck_assert_int_eq(fx_wait(&c, fx_until_peer_eof, 20 * WAIT_MS), 0);
 	rss2 = peak_rss_kib();
 	ck_assert_msg(!nr.bad_byte, "byte %llu is wrong",
 	    (unsigned long long)nr.bad_at);
 	ck_assert_uint_eq(nr.received, nr.target);
 	ck_assert_uint_eq(nr.pushed, nr.target);
-	ck_assert_int_eq(nr.errors, 0);
-	ck_assert_int_eq(nr.frees, 1);
+	ck_assert_int_eq(c.f.errors, 0);
+	ck_assert_int_eq(c.f.frees, 1);
 	ck_assert_uint_le(nr.max_pending, NR_LIMIT + NR_CHUNK);
 	ck_assert_int_lt(rss2 - rss0, RSS_GROWTH_MAX_KIB);
 	printf("non-reading peer: %llu bytes pushed while it did not read "
 	       "(pending at most %zu); then %llu bytes in all, in order, "
 	       "%d drains; peak RSS %ld KiB (grew %ld KiB)\n",
 	    (unsigned long long)stalled_pushed, nr.max_pending,
-	    (unsigned long long)nr.received, nr.drains, rss2, rss2 - rss0);
+	    (unsigned long long)nr.received, c.f.drains, rss2, rss2 - rss0);
 	fflush(stdout);
-	event_free(nr.peer_ev);
-	event_base_free(nr.base);
-	evutil_closesocket(nr.fd[1]);
+	fx_end(&c);
 }
 END_TEST
 
@@ -1758,51 +1628,44 @@ START_TEST(test_load_reduced)
 }
 END_TEST
 
-static Suite *
-faults_suite(void)
-{
-	Suite *s = suite_create("faults");
-	TCase *tc = tcase_create("alloc");
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-	tcase_set_timeout(tc, 600);
-	tcase_add_test(tc, test_alloc_fail_collect);
-	tcase_add_test(tc, test_alloc_fail_message);
-	tcase_add_test(tc, test_alloc_fail_defaults);
-	tcase_add_test(tc, test_alloc_fail_pair);
-	tcase_add_test(tc, test_alloc_fail_sticky);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("flood");
-	tcase_set_timeout(tc, 1200);
-	tcase_add_test(tc, test_flood_collect);
-	tcase_add_test(tc, test_flood_message);
-	tcase_add_test(tc, test_flood_skipped_collect);
-	tcase_add_test(tc, test_flood_skipped_message);
-	tcase_add_test(tc, test_non_reading_peer);
-	suite_add_tcase(s, tc);
-	tc = tcase_create("load");
-	tcase_set_timeout(tc, 300);
-	tcase_add_test(tc, test_load_reduced);
-	suite_add_tcase(s, tc);
-	return s;
+static void
+alloc_tests(TCase *tc)
+{
+	tcase_add_loop_test(tc, test_alloc_fail, 0, N(sweeps));
 }
 
-int
-main(void)
+static void
+flood_tests(TCase *tc)
+{
+	tcase_add_loop_test(tc, test_flood, 0, N(floods));
+	tcase_add_test(tc, test_non_reading_peer);
+}
+
+static void
+load_tests(TCase *tc)
+{
+	tcase_add_test(tc, test_load_reduced);
+}
+
+static void
+before(void)
 {
 	void *frames[2];
-	SRunner *sr;
-	int failed;
 
 	/* Before any libevent allocation, or libevent would free with our
 	 * hook what it allocated without it. */
 	event_set_mem_functions(ev_malloc, ev_realloc, ev_free);
 	/* backtrace() loads its unwinder on first use: not inside a hook. */
 	backtrace(frames, 2);
-	/* A peer that has gone must give EPIPE, not kill the suite. */
-	signal(SIGPIPE, SIG_IGN);
-	sr = srunner_create(faults_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+static const struct fx_tcase tcases[] = {
+    {"alloc", 600, alloc_tests},
+    {"flood", 1200, flood_tests},
+    {"load", 300, load_tests},
+    {NULL, 0, NULL},
+};
+
+const struct fx_suite fx_suite = {"faults", tcases, before};

@@ -118,6 +118,19 @@ tu_socketpair(evutil_socket_t sv[2])
 	ck_assert_int_eq(evutil_make_socket_nonblocking(sv[1]), 0);
 }
 
+double
+tu_scale(void)
+{
+	const char *s = getenv("ASYNCHAT_TEST_SCALE");
+	double x;
+	char *end;
+
+	if (s == NULL || *s == '\0')
+		return 1.0;
+	x = strtod(s, &end);
+	return end != s && x > 0 ? x : 1.0;
+}
+
 uint64_t
 tu_rand(uint64_t *state)
 {

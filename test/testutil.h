@@ -1,6 +1,7 @@
 /*
  * testutil.h - helpers shared by the Check suites: a frame recorder, a
- * bounded event loop runner, socket pairs and a seeded PRNG.
+ * bounded event loop runner, socket pairs, the test scale and a seeded
+ * PRNG.
  */
 #ifndef ASYNCHAT_TESTUTIL_H_INCLUDED_
 #define ASYNCHAT_TESTUTIL_H_INCLUDED_
@@ -44,6 +45,10 @@ int tu_run_until(struct event_base *base, int (*cond)(void *), void *arg,
 
 /* A non-blocking AF_UNIX stream socket pair; aborts the test on failure. */
 void tu_socketpair(evutil_socket_t sv[2]);
+
+/* ASYNCHAT_TEST_SCALE from the environment, a positive number (1 when
+ * unset or not a number): long tests multiply their sizes by it. */
+double tu_scale(void);
 
 /* Deterministic xorshift64*; *state must start non-zero. */
 uint64_t tu_rand(uint64_t *state);
