@@ -623,8 +623,12 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
     void *cleanup_arg);
 
 /**
- * Queue length bytes of the file fd from offset (sent with sendfile(2) or
- * mmap where the system has them).  The channel owns fd from the call on,
+ * Queue length bytes of the file fd from offset.  A channel made by
+ * async_chat_new() sends it with sendfile(2) where the system has it;
+ * other bufferevents (TLS, filters, pairs) get it read with pread(2) a
+ * piece at a time as the output drains, so a file cut short while queued
+ * fails (ASYNC_CHAT_ERR_PRODUCER) instead of sending bytes it no longer
+ * has; there the rest of the queue goes on after the error.  The channel owns fd from the call on,
  * success or not, and closes it when done.  Bytes pushed before the file
  * leave in their own write: on TCP, set TCP_NODELAY on the socket, or a
  * small header followed by a small file waits for the peer's delayed ACK
@@ -721,6 +725,8 @@ int async_chat_resume_reading(struct async_chat *chat);
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).
+ * libevent applies it to socket bufferevents; a bufferevent pair hands
+ * over whatever its partner wrote.
  * @return 0, or -1 with errno EINVAL (0 or above ASYNC_CHAT_BUFFER_SIZE_MAX)
  *   or ENOTCONN. */
 int async_chat_set_in_buffer_size(struct async_chat *chat, size_t size);

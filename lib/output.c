@@ -508,8 +508,42 @@ async_chat_push_simple_producer(struct async_chat *chat, const void *data,
 struct file_producer {
 	int fd;
 	int sent;
+	int copy;      /* not a plain socket: read the file as it goes */
 	ev_off_t offset, length;
 };
+
+/* Anything but a channel's own socket bufferevent copies the file: libevent
+ * would map it when it is queued, so a file cut short later would send
+ * zeros, or fault, instead of failing. */
+static int
+file_copy_more(struct file_producer *p, struct evbuffer *out, size_t hint)
+{
+	struct evbuffer_iovec v;
+	ssize_t n;
+
+	if (p->length == 0)
+		return 0;
+	if (p->length > 0 && (uint64_t)p->length < hint)
+		hint = (size_t)p->length;
+	if (evbuffer_reserve_space(out, (ev_ssize_t)hint, &v, 1) < 1)
+		return -1;
+	if (v.iov_len > hint)
+		v.iov_len = hint;
+	do
+		n = pread(p->fd, v.iov_base, v.iov_len, (off_t)p->offset);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 || (n == 0 && p->length > 0))
+		return -1; /* an error, or the file ended before the range */
+	if (n == 0)
+		return 0; /* length -1: the end of the file */
+	v.iov_len = (size_t)n;
+	if (evbuffer_commit_space(out, &v, 1) < 0)
+		return -1;
+	p->offset += n;
+	if (p->length > 0)
+		p->length -= n;
+	return 0;
+}
 
 static int
 file_more(void *ctx, struct evbuffer *out, size_t size_hint)
@@ -517,7 +551,8 @@ file_more(void *ctx, struct evbuffer *out, size_t size_hint)
 	struct file_producer *p = ctx;
 	ev_off_t length = p->length;
 
-	(void)size_hint;
+	if (p->copy)
+		return file_copy_more(p, out, size_hint);
 	if (p->sent)
 		return 0;
 	if (length == -1) {
@@ -579,6 +614,7 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
 	chat->files = 1;
 	p->fd = fd;
 	p->sent = 0;
+	p->copy = !chat->own_socket;
 	p->offset = offset;
 	p->length = length;
 	if (length == 0) {

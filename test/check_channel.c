@@ -979,6 +979,11 @@ op_pause_resume(struct fx_chan *c, enum fx_cb which)
 		/* The peer's EOF is being handled: nothing more can be
 		 * read. */
 		EXPECT_ERRNO(async_chat_resume_reading(c->chat), EPIPE);
+	} else if (which == FX_ERROR) {
+		/* The frame reported too long is still past the bound:
+		 * resuming now would only report it again. */
+		EXPECT_ERRNO(async_chat_resume_reading(c->chat), EMSGSIZE);
+		ck_assert_int_eq(async_chat_reading_paused(c->chat), 1);
 	} else {
 		ck_assert_int_eq(async_chat_resume_reading(c->chat), 0);
 		ck_assert_int_eq(async_chat_reading_paused(c->chat), 0);

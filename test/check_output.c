@@ -1191,7 +1191,7 @@ FX_TEST(test_push_file_ranges, every_kind[_i])
 /* A range past the end of the file is refused at once (sendfile would
  * stall); a file cut short after the push fails the output in the loop
  * with ASYNC_CHAT_ERR_PRODUCER instead of passing for the peer's EOF. */
-FX_TEST(test_push_file_bad_range, socket_kinds[_i])
+FX_TEST(test_push_file_bad_range, every_kind[_i])
 {
 	struct stat st;
 	int fd = fx_temp_file("0123456789", &st), spare;
@@ -1209,11 +1209,18 @@ FX_TEST(test_push_file_bad_range, socket_kinds[_i])
 	ck_assert_int_eq(ftruncate(spare, 4), 0);
 	ck_assert_int_eq(async_chat_push(c->chat, "next", 4), 0);
 	fx_run_got(c, 4);
-	ck_assert_got(c, "0123");
+	ck_assert_uint_ge(evbuffer_get_length(c->p.got), 4);
+	ck_assert_int_eq(memcmp(evbuffer_pullup(c->p.got, 4), "0123", 4), 0);
 	fx_run(c, fx_until_errors);
 	ck_assert_int_eq(c->f.errors, 1);
 	ck_assert_int_eq(c->f.last_error, ASYNC_CHAT_ERR_PRODUCER);
 	ck_assert_int_eq(c->f.closes, 0);
+	/* Never a byte the file did not have: a socket sends nothing more,
+	 * other bufferevents go on with the queue. */
+	fx_settle(c->base);
+	ck_assert(evbuffer_get_length(c->p.got) == 4 ||
+	    (evbuffer_get_length(c->p.got) == 8 &&
+		memcmp(evbuffer_pullup(c->p.got, 8), "0123next", 8) == 0));
 	close(spare);
 }
 
@@ -1397,7 +1404,7 @@ static void
 push_file_tests(TCase *tc)
 {
 	tcase_add_loop_test(tc, test_push_file_ranges, 0, N(every_kind));
-	tcase_add_loop_test(tc, test_push_file_bad_range, 0, N(socket_kinds));
+	tcase_add_loop_test(tc, test_push_file_bad_range, 0, N(every_kind));
 }
 
 static void
