@@ -121,6 +121,7 @@
 #ifndef ASYNCHAT_H_INCLUDED_
 #define ASYNCHAT_H_INCLUDED_
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -185,7 +186,24 @@ extern "C" {
  * terminator frames it again, and nothing after it has been taken.  Since
  * 0.2. */
 #define ASYNC_CHAT_ERR_LENGTH (-6)
+/** No byte was read for the idle timeout (async_chat_set_idle_timeout()).
+ * The channel goes on: the timeout is armed again.  Since 0.2. */
+#define ASYNC_CHAT_ERR_IDLE_TIMEOUT (-7)
+/** Output was pending and none of it was written for the write timeout
+ * (async_chat_set_write_timeout()).  The timeout is armed again.  Since
+ * 0.2. */
+#define ASYNC_CHAT_ERR_WRITE_TIMEOUT (-8)
+/** The current frame did not end within the frame deadline of its first
+ * byte (async_chat_set_frame_timeout()).  Reading has been suspended;
+ * async_chat_resume_reading() goes on and starts the deadline again.
+ * Since 0.2. */
+#define ASYNC_CHAT_ERR_FRAME_TIMEOUT (-9)
 /**@}*/
+
+/** A producer's more() returns this to say "nothing yet": the channel
+ * stops pulling it, and sends what is queued before it, until
+ * async_chat_resume_producer() (since 0.2). */
+#define ASYNC_CHAT_PRODUCER_DEFERRED 1
 
 /** An opaque channel: one bufferevent, its framer and its output queue. */
 struct async_chat;
@@ -239,8 +257,10 @@ struct async_chat_producer_ops {
 	/** Append the next piece (about size_hint bytes; any size is
 	 * allowed) to out.  Append nothing to say the producer is
 	 * exhausted.  Return 0, or -1 on failure: the channel then frees
-	 * the producer and calls handle_error with ASYNC_CHAT_ERR_PRODUCER.
-	 * Required. */
+	 * the producer and calls handle_error with ASYNC_CHAT_ERR_PRODUCER,
+	 * or ASYNC_CHAT_PRODUCER_DEFERRED (since 0.2) when it has nothing
+	 * yet (a slow backend): what it appended is sent, and more() is not
+	 * called again until async_chat_resume_producer().  Required. */
 	int (*more)(void *ctx, struct evbuffer *out, size_t size_hint);
 	/** Called once when the channel is done with the producer:
 	 * exhausted, failed, discarded or the channel closed.  Any API call
@@ -699,6 +719,59 @@ int async_chat_push_simple_producer(struct async_chat *chat, const void *data,
  */
 size_t async_chat_output_pending(const struct async_chat *chat);
 
+/**
+ * Queue a formatted string, as printf(3) formats it (since 0.2).
+ * @return the number of bytes queued, or -1 with errno as
+ *   async_chat_push() or EINVAL (NULL fmt), or the formatting's error.
+ */
+int async_chat_push_printf(struct async_chat *chat, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/** async_chat_push_printf() with a va_list (since 0.2). */
+int async_chat_push_vprintf(struct async_chat *chat, const char *fmt,
+    va_list ap)
+#ifdef __GNUC__
+    __attribute__((format(printf, 2, 0)))
+#endif
+    ;
+
+/**
+ * Pull again a producer whose more() returned ASYNC_CHAT_PRODUCER_DEFERRED
+ * (since 0.2); from any callback or from application code, it runs on the
+ * next loop turn.  Nothing happens if no producer is deferred.
+ * @return 0, or -1 with errno EINVAL or ENOTCONN.
+ */
+int async_chat_resume_producer(struct async_chat *chat);
+
+/**
+ * A high-water mark on pending output (since 0.2), as Netty's writability
+ * or Twisted's pauseProducing: handler(chat, 1, arg) runs when
+ * async_chat_output_pending() rises above high, inside the push that made
+ * it, and handler(chat, 0, arg) once it has fallen to low or below again,
+ * from the write callback, so a proxy or a broadcaster stops reading or
+ * producing meanwhile.  Producers keep the low-water rule of
+ * out_buffer_size.  high 0 turns it off.
+ * @return 0, or -1 with errno EINVAL (NULL channel or handler with
+ *   high > 0, low > high) or ENOTCONN, or ENOMEM.
+ */
+int async_chat_set_high_water(struct async_chat *chat, size_t low,
+    size_t high, void (*handler)(struct async_chat *chat, int above,
+                     void *arg));
+
+/**
+ * Be told when a queued shutdown_when_done() completes (since 0.2), as
+ * libuv's uv_shutdown() callback: handler(chat, 0, arg) once everything
+ * queued before it has been handed to the transport and the sending side
+ * has been shut down, or handler(chat, err, arg) with the errno of the
+ * shutdown.  NULL turns it off.
+ * @return 0, or -1 with errno EINVAL, ENOTCONN or ENOMEM.
+ */
+int async_chat_set_shutdown_handler(struct async_chat *chat,
+    void (*handler)(struct async_chat *chat, int err, void *arg));
+
 /*
  * Flow control and tunables
  */
@@ -719,6 +792,44 @@ int async_chat_pause_reading(struct async_chat *chat);
  *   first) or EPROTO (the length-field header reported as invalid is still
  *   the next input: set another terminator or discard first). */
 int async_chat_resume_reading(struct async_chat *chat);
+
+/**
+ * Timeouts owned by the channel (since 0.2); each reaches handle_error
+ * with its own code, and NULL (or a zero timeval) turns it off.  They use
+ * the event_base's clock and cost one timer per channel that sets any.
+ *   - idle: no byte read for tv (ASYNC_CHAT_ERR_IDLE_TIMEOUT; armed again);
+ *   - write: output pending and no byte of it written for tv
+ *     (ASYNC_CHAT_ERR_WRITE_TIMEOUT; armed again);
+ *   - frame: the current frame must end within tv of the read that
+ *     brought its first byte (ASYNC_CHAT_ERR_FRAME_TIMEOUT; reading is
+ *     suspended until async_chat_resume_reading(), which starts the
+ *     deadline again).  Unlike a read timeout, which every byte restarts,
+ *     a peer sending one byte a second cannot keep a frame open for
+ *     ever.  It may differ per terminator: set it in found_terminator with
+ *     the next terminator; a new value applies to the frame in progress,
+ *     counted from its first byte.
+ * The handler may close the channel, or go on.  Timeouts set directly on
+ * the bufferevent keep working as before (ETIMEDOUT).
+ * @return 0, or -1 with errno EINVAL (NULL channel, negative tv) or
+ *   ENOTCONN, or ENOMEM.
+ */
+int async_chat_set_idle_timeout(struct async_chat *chat,
+    const struct timeval *tv);
+int async_chat_set_write_timeout(struct async_chat *chat,
+    const struct timeval *tv);
+int async_chat_set_frame_timeout(struct async_chat *chat,
+    const struct timeval *tv);
+
+/**
+ * Drop the rest of the current frame through its terminator, without
+ * buffering it (since 0.2): found_terminator does not run for it, and in
+ * message mode its bytes already kept stay in async_chat_incoming().  A
+ * message-mode server that does not want a body it has just seen the
+ * length of sets the count and calls this.
+ * @return 0, or -1 with errno EINVAL, ENOTCONN or EPROTO (a length-field
+ *   header is invalid: the frame's end is unknown).
+ */
+int async_chat_skip_frame(struct async_chat *chat);
 
 /** 1 if reading is paused (by the application or a frame bound), 0 if
  * not, -1 with errno EINVAL for NULL. */

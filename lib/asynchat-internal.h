@@ -18,8 +18,9 @@ enum fifo_kind {
 struct fifo_entry {
 	struct fifo_entry *next;
 	enum fifo_kind kind;
-	int busy;    /* its producer's more() is running */
-	int dropped; /* unlinked while busy: free it when more() returns */
+	uint8_t busy;     /* its producer's more() is running */
+	uint8_t dropped;  /* unlinked while busy: free it when more() returns */
+	uint8_t deferred; /* its more() said ASYNC_CHAT_PRODUCER_DEFERRED */
 	union {
 		struct evbuffer *buf;
 		struct {
@@ -65,17 +66,41 @@ enum {
 struct async_chat__ref;
 struct async_chat__ref_owner;
 
+/* What only some channels use, made on first use, so that an idle
+ * channel stays small. */
+struct async_chat__ext {
+	struct event *deferred;    /* the deferred callback's event */
+	struct async_chat__ref_owner *ref_owner; /* made on first reference */
+
+	/* Timeouts: one timer for all three; 0 turns one off. */
+	struct event *timer;
+	struct evbuffer_cb_entry *write_watch; /* sees bytes leave */
+	struct timeval idle, write, frame;
+	struct timeval last_read, last_write, frame_start;
+	uint8_t timeouts_on;       /* any of the three is set */
+	uint8_t frame_open;        /* frame_start is a frame's first read */
+
+	/* The high-water mark on pending output. */
+	uint8_t above;
+	size_t low, high;
+	void (*high_fn)(struct async_chat *chat, int above, void *arg);
+
+	/* shutdown_when_done() completion. */
+	uint8_t shut_pending;      /* the shutdown happened; not told yet */
+	int shut_err;
+	void (*shut_fn)(struct async_chat *chat, int err, void *arg);
+};
+
 struct async_chat {
 	struct bufferevent *bev;
 	const struct async_chat_handlers *h;
 	void *arg;
 	struct async_chat_framer fr;
 	struct evbuffer *incoming; /* message mode frame bytes */
-	struct event *deferred;    /* made on first use */
+	struct async_chat__ext *ext; /* made on first use */
 
 	/* The write side: the FIFO, its owner of references, its sizes. */
 	struct fifo_entry *head, *tail;
-	struct async_chat__ref_owner *ref_owner; /* made on first reference */
 	uint32_t in_buffer_size;    /* at most ASYNC_CHAT_BUFFER_SIZE_MAX */
 	uint32_t out_buffer_size;
 
@@ -112,6 +137,10 @@ int async_chat__tell_partner_eof(struct async_chat *chat);
 /* Run work on the next loop turn; -1 (with ENOMEM) if it cannot be
  * scheduled. */
 int async_chat__defer(struct async_chat *chat, unsigned what);
+/* The channel's extension block, made on first use; NULL with ENOMEM. */
+struct async_chat__ext *async_chat__get_ext(struct async_chat *chat);
+/* After a push: tell the high-water handler if output rose above it. */
+void async_chat__check_high(struct async_chat *chat);
 
 /* Fill the output and act on what it met (see channel.c).  From an API
  * call an error report (ENOMEM) may close the channel and release it:
@@ -126,7 +155,8 @@ enum {
 	OUT_CLOSE = 4,     /* the close marker is reached, all before it sent */
 	OUT_DRAINED = 8,   /* nothing is queued or unsent any more */
 	OUT_NOMEM = 16,    /* moving queued data failed */
-	OUT_PRODUCER = 32  /* a producer failed; it has been freed */
+	OUT_PRODUCER = 32, /* a producer failed; it has been freed */
+	OUT_SHUT = 64      /* the sending side was shut down (ext->shut_err) */
 };
 /* Move queued entries to the output buffer while it is below
  * out_buffer_size, running producers only if pull.  Returns OUT_* bits

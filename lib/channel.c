@@ -53,6 +53,14 @@ async_chat_strerror(int err)
 		return "connection error";
 	case ASYNC_CHAT_ERR_NOMEM:
 		return "out of memory";
+	case ASYNC_CHAT_ERR_LENGTH:
+		return "invalid length-field header";
+	case ASYNC_CHAT_ERR_IDLE_TIMEOUT:
+		return "idle timeout";
+	case ASYNC_CHAT_ERR_WRITE_TIMEOUT:
+		return "write stalled";
+	case ASYNC_CHAT_ERR_FRAME_TIMEOUT:
+		return "frame deadline passed";
 	}
 	if (err > 0)
 		return strerror(err);
@@ -68,8 +76,12 @@ async_chat_strerror(int err)
 static void
 destroy(struct async_chat *chat)
 {
-	if (chat->deferred != NULL)
-		event_free(chat->deferred);
+	struct async_chat__ext *ext = chat->ext;
+
+	if (ext != NULL && ext->deferred != NULL)
+		event_free(ext->deferred);
+	if (ext != NULL && ext->timer != NULL)
+		event_free(ext->timer);
 	/* What is pending runs now; chains freed from here on run their
 	 * cleanups at once. */
 	async_chat__run_cleanups(chat);
@@ -79,6 +91,7 @@ destroy(struct async_chat *chat)
 	if (chat->incoming != NULL)
 		evbuffer_free(chat->incoming);
 	async_chat__framer_clear(&chat->fr);
+	free(ext);
 	free(chat);
 }
 
@@ -108,8 +121,17 @@ async_chat_close(struct async_chat *chat)
 	chat->conn = CONN_DOWN;
 	/* From here on libevent calls nothing of ours; the bufferevent and
 	 * its buffers stay alive until no frame of ours uses them. */
-	if (chat->deferred != NULL)
-		event_del(chat->deferred);
+	if (chat->ext != NULL) {
+		if (chat->ext->deferred != NULL)
+			event_del(chat->ext->deferred);
+		if (chat->ext->timer != NULL)
+			event_del(chat->ext->timer);
+		if (chat->ext->write_watch != NULL) {
+			evbuffer_remove_cb_entry(bufferevent_get_output(chat->bev),
+			    chat->ext->write_watch);
+			chat->ext->write_watch = NULL;
+		}
+	}
 	chat->pending = 0;
 	bufferevent_setcb(chat->bev, NULL, NULL, NULL, NULL);
 	bufferevent_disable(chat->bev, EV_READ | EV_WRITE);
@@ -154,7 +176,26 @@ async_chat__refill(struct async_chat *chat, int from_loop)
 			async_chat__fail(chat, ASYNC_CHAT_ERR_PRODUCER);
 			continue;
 		}
-		if (!from_loop && (st & (OUT_MORE | OUT_CLOSE | OUT_DRAINED))) {
+		if (st & OUT_SHUT)
+			chat->ext->shut_pending = 1;
+		if (from_loop && chat->ext != NULL && chat->ext->shut_pending) {
+			struct async_chat__ext *ext = chat->ext;
+
+			ext->shut_pending = 0;
+			if (ext->shut_fn != NULL)
+				ext->shut_fn(chat, ext->shut_err, chat->arg);
+			if (chat->closed)
+				break;
+		}
+		if (from_loop && chat->ext != NULL && chat->ext->above &&
+		    async_chat_output_pending(chat) <= chat->ext->low) {
+			chat->ext->above = 0;
+			chat->ext->high_fn(chat, 0, chat->arg);
+			if (chat->closed)
+				break;
+		}
+		if (!from_loop &&
+		    (st & (OUT_MORE | OUT_CLOSE | OUT_DRAINED | OUT_SHUT))) {
 			/* Nothing more may be written now, so no write
 			 * callback would see the marker or say the queue
 			 * drained. */
@@ -219,17 +260,29 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 	async_chat__leave(chat);
 }
 
+struct async_chat__ext *
+async_chat__get_ext(struct async_chat *chat)
+{
+	if (chat->ext == NULL &&
+	    (chat->ext = calloc(1, sizeof(*chat->ext))) == NULL)
+		errno = ENOMEM;
+	return chat->ext;
+}
+
 int
 async_chat__defer(struct async_chat *chat, unsigned what)
 {
+	struct async_chat__ext *ext;
+
 	if (chat->closed)
 		return 0;
-	if (chat->deferred == NULL)
-		chat->deferred = event_new(bufferevent_get_base(chat->bev), -1,
+	ext = async_chat__get_ext(chat);
+	if (ext != NULL && ext->deferred == NULL)
+		ext->deferred = event_new(bufferevent_get_base(chat->bev), -1,
 		    0, deferred_cb, chat);
-	if (chat->deferred != NULL) {
+	if (ext != NULL && ext->deferred != NULL) {
 		chat->pending |= (uint8_t)what;
-		event_active(chat->deferred, EV_READ, 0);
+		event_active(ext->deferred, EV_READ, 0);
 		return 0;
 	}
 	if (what & DEFER_ERROR)
@@ -272,6 +325,227 @@ suspend_reading(struct async_chat *chat, unsigned why)
 {
 	chat->suspend |= (uint8_t)why;
 	update_reading(chat);
+}
+
+/* Whether a frame has begun: bytes of it delivered, held, unread, or a
+ * length header gathered. */
+static int
+frame_in_progress(struct async_chat *chat)
+{
+	const struct async_chat_framer *fr = &chat->fr;
+
+	return fr->frame_bytes > 0 || fr->carry_len > fr->carry_off ||
+	    fr->todo > 0 || fr->have_end ||
+	    evbuffer_get_length(bufferevent_get_input(chat->bev)) > 0;
+}
+
+/*
+ * Timeouts.  One timer per channel that sets any, armed for the earliest
+ * deadline; each firing checks what really passed and arms again, so a
+ * read only notes its time.
+ */
+
+static int
+tv_on(const struct timeval *tv)
+{
+	return tv->tv_sec != 0 || tv->tv_usec != 0;
+}
+
+static void
+clock_now(struct async_chat *chat, struct timeval *tv)
+{
+	event_base_gettimeofday_cached(bufferevent_get_base(chat->bev), tv);
+}
+
+/* The earliest deadline in force, into *due; 0 if none is. */
+static int
+next_deadline(struct async_chat *chat, struct timeval *due)
+{
+	struct async_chat__ext *ext = chat->ext;
+	struct timeval t;
+	int any = 0;
+
+#define CANDIDATE(start, span)                                                 \
+	do {                                                                   \
+		evutil_timeradd(&(start), &(span), &t);                        \
+		if (!any || evutil_timercmp(&t, due, <))                       \
+			*due = t;                                              \
+		any = 1;                                                       \
+	} while (0)
+	if (tv_on(&ext->idle) && chat->read_state == READ_OPEN &&
+	    chat->suspend == 0)
+		CANDIDATE(ext->last_read, ext->idle);
+	if (tv_on(&ext->write) &&
+	    evbuffer_get_length(bufferevent_get_output(chat->bev)) > 0)
+		CANDIDATE(ext->last_write, ext->write);
+	if (tv_on(&ext->frame) && ext->frame_open && chat->suspend == 0)
+		CANDIDATE(ext->frame_start, ext->frame);
+#undef CANDIDATE
+	return any;
+}
+
+static void
+timeouts_arm(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+	struct timeval due = {0, 0}, t, wait = {0, 0};
+
+	if (chat->closed || ext == NULL || ext->timer == NULL)
+		return;
+	if (!next_deadline(chat, &due)) {
+		evtimer_del(ext->timer);
+		return;
+	}
+	clock_now(chat, &t);
+	if (evutil_timercmp(&due, &t, >))
+		evutil_timersub(&due, &t, &wait);
+	evtimer_add(ext->timer, &wait);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short what, void *ctx)
+{
+	struct async_chat *chat = ctx;
+	struct async_chat__ext *ext = chat->ext;
+	struct timeval t, due;
+	int err = 0;
+
+	(void)fd;
+	(void)what;
+	async_chat__enter(chat);
+	clock_now(chat, &t);
+	if (tv_on(&ext->frame) && ext->frame_open && chat->suspend == 0) {
+		evutil_timeradd(&ext->frame_start, &ext->frame, &due);
+		if (!evutil_timercmp(&t, &due, <)) {
+			err = ASYNC_CHAT_ERR_FRAME_TIMEOUT;
+			suspend_reading(chat, SUSPEND_TIMEOUT);
+		}
+	}
+	if (err == 0 && tv_on(&ext->idle) && chat->read_state == READ_OPEN &&
+	    chat->suspend == 0) {
+		evutil_timeradd(&ext->last_read, &ext->idle, &due);
+		if (!evutil_timercmp(&t, &due, <)) {
+			err = ASYNC_CHAT_ERR_IDLE_TIMEOUT;
+			ext->last_read = t;
+		}
+	}
+	if (err == 0 && tv_on(&ext->write) &&
+	    evbuffer_get_length(bufferevent_get_output(chat->bev)) > 0) {
+		evutil_timeradd(&ext->last_write, &ext->write, &due);
+		if (!evutil_timercmp(&t, &due, <)) {
+			err = ASYNC_CHAT_ERR_WRITE_TIMEOUT;
+			ext->last_write = t;
+		}
+	}
+	if (err != 0)
+		async_chat__fail(chat, err);
+	timeouts_arm(chat);
+	async_chat__leave(chat);
+}
+
+/* The output's bytes moving: written ones are progress, and output that
+ * was empty starts the write timeout's clock. */
+static void
+write_watch_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct async_chat *chat = arg;
+
+	(void)buf;
+	if (info->n_deleted > 0 || (info->orig_size == 0 && info->n_added > 0)) {
+		clock_now(chat, &chat->ext->last_write);
+		if (info->orig_size == 0)
+			timeouts_arm(chat);
+	}
+}
+
+enum { TIMEOUT_IDLE, TIMEOUT_WRITE, TIMEOUT_FRAME };
+
+static int
+set_timeout(struct async_chat *chat, int which, const struct timeval *tv)
+{
+	static const struct timeval off = {0, 0};
+	struct async_chat__ext *ext;
+	struct timeval *slot;
+
+	CHECK(chat);
+	if (tv != NULL && (tv->tv_sec < 0 || tv->tv_usec < 0 ||
+			      tv->tv_usec >= 1000000)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (tv == NULL)
+		tv = &off;
+	if ((ext = async_chat__get_ext(chat)) == NULL)
+		return -1;
+	if (ext->timer == NULL &&
+	    (ext->timer = evtimer_new(bufferevent_get_base(chat->bev),
+		 timer_cb, chat)) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (which == TIMEOUT_WRITE && tv_on(tv) && ext->write_watch == NULL) {
+		ext->write_watch = evbuffer_add_cb(
+		    bufferevent_get_output(chat->bev), write_watch_cb, chat);
+		if (ext->write_watch == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	slot = which == TIMEOUT_IDLE ? &ext->idle :
+	    which == TIMEOUT_WRITE   ? &ext->write :
+				       &ext->frame;
+	if (!ext->timeouts_on) {
+		/* The clocks start now. */
+		clock_now(chat, &ext->last_read);
+		ext->last_write = ext->last_read;
+	}
+	*slot = *tv;
+	ext->timeouts_on = tv_on(&ext->idle) || tv_on(&ext->write) ||
+	    tv_on(&ext->frame);
+	if (which == TIMEOUT_FRAME && !ext->frame_open &&
+	    frame_in_progress(chat)) {
+		ext->frame_open = 1;
+		clock_now(chat, &ext->frame_start);
+	}
+	timeouts_arm(chat);
+	return 0;
+}
+
+int
+async_chat_set_idle_timeout(struct async_chat *chat, const struct timeval *tv)
+{
+	return set_timeout(chat, TIMEOUT_IDLE, tv);
+}
+
+int
+async_chat_set_write_timeout(struct async_chat *chat, const struct timeval *tv)
+{
+	return set_timeout(chat, TIMEOUT_WRITE, tv);
+}
+
+int
+async_chat_set_frame_timeout(struct async_chat *chat, const struct timeval *tv)
+{
+	return set_timeout(chat, TIMEOUT_FRAME, tv);
+}
+
+/* After a read pass: a frame begun since the last frame end starts the
+ * frame deadline. */
+static void
+note_frame(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+
+	if (ext == NULL || !tv_on(&ext->frame) || chat->closed)
+		return;
+	if (!frame_in_progress(chat)) {
+		ext->frame_open = 0;
+	} else if (!ext->frame_open) {
+		ext->frame_open = 1;
+		clock_now(chat, &ext->frame_start);
+		timeouts_arm(chat);
+	}
 }
 
 /* Bytes the framer holds or the input buffer has, to frame again under a
@@ -395,6 +669,8 @@ static int
 on_end(struct async_chat *chat, const struct async_chat_framer_event *ev)
 {
 	chat->matched = (uint8_t)ev->matched;
+	if (chat->ext != NULL)
+		chat->ext->frame_open = 0;
 	if (chat->h->found_terminator == NULL)
 		return READ_ON;
 	chat->h->found_terminator(chat, chat->arg);
@@ -520,6 +796,7 @@ frame_input(struct async_chat *chat, int at_end)
 		done = frame_held(chat, in);
 	if (!chat->closed)
 		chat->reading = 0;
+	note_frame(chat);
 	return done && read_may_run(chat);
 }
 
@@ -546,6 +823,8 @@ readcb(struct bufferevent *bev, void *ctx)
 
 	(void)bev;
 	async_chat__enter(chat);
+	if (chat->ext != NULL && chat->ext->timeouts_on)
+		clock_now(chat, &chat->ext->last_read);
 	if (frame_input(chat, 0))
 		handle_eof(chat);
 	async_chat__leave(chat);
@@ -947,9 +1226,77 @@ async_chat_discard_buffers(struct async_chat *chat)
 	return 0;
 }
 
+int
+async_chat_skip_frame(struct async_chat *chat)
+{
+	CHECK(chat);
+	if (async_chat_framer_skip(&chat->fr) < 0)
+		return -1;
+	frame_later(chat);
+	return 0;
+}
+
 /*
  * Flow control and tunables
  */
+
+void
+async_chat__check_high(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+
+	if (ext == NULL || ext->high == 0 || ext->above || chat->closed ||
+	    async_chat_output_pending(chat) <= ext->high)
+		return;
+	ext->above = 1;
+	ext->high_fn(chat, 1, chat->arg);
+}
+
+int
+async_chat_set_high_water(struct async_chat *chat, size_t low, size_t high,
+    void (*handler)(struct async_chat *chat, int above, void *arg))
+{
+	struct async_chat__ext *ext;
+
+	CHECK(chat);
+	if (high > 0 && (handler == NULL || low > high)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((ext = async_chat__get_ext(chat)) == NULL)
+		return -1;
+	ext->low = low;
+	ext->high = high;
+	ext->high_fn = handler;
+	ext->above = 0;
+	/* The write callback, which sees output fall to low, runs when
+	 * the output is at or below this watermark. */
+	bufferevent_setwatermark(chat->bev, EV_WRITE,
+	    low > chat->out_buffer_size ? low : chat->out_buffer_size, 0);
+	async_chat__enter(chat);
+	async_chat__check_high(chat);
+	async_chat__leave(chat);
+	return 0;
+}
+
+int
+async_chat_set_shutdown_handler(struct async_chat *chat,
+    void (*handler)(struct async_chat *chat, int err, void *arg))
+{
+	struct async_chat__ext *ext;
+
+	CHECK(chat);
+	if (handler == NULL) {
+		if (chat->ext != NULL)
+			chat->ext->shut_fn = NULL;
+		return 0;
+	}
+	if ((ext = async_chat__get_ext(chat)) == NULL)
+		return -1;
+	ext->shut_fn = handler;
+	return 0;
+}
+
 
 int
 async_chat_pause_reading(struct async_chat *chat)
@@ -986,6 +1333,12 @@ async_chat_resume_reading(struct async_chat *chat)
 		return 0;
 	chat->suspend = 0;
 	update_reading(chat);
+	if (chat->ext != NULL && chat->ext->timeouts_on) {
+		/* Deadlines start again from here. */
+		clock_now(chat, &chat->ext->last_read);
+		chat->ext->frame_start = chat->ext->last_read;
+		timeouts_arm(chat);
+	}
 	/* Frame what is already buffered (and a pending EOF) without
 	 * waiting for the peer to send more.  Inside the read loop the
 	 * running loop simply goes on. */
@@ -1031,7 +1384,10 @@ async_chat_set_out_buffer_size(struct async_chat *chat, size_t size)
 		return -1;
 	}
 	chat->out_buffer_size = (uint32_t)size;
-	bufferevent_setwatermark(chat->bev, EV_WRITE, size, 0);
+	bufferevent_setwatermark(chat->bev, EV_WRITE,
+	    chat->ext != NULL && chat->ext->high > 0 && chat->ext->low > size ?
+		chat->ext->low : size,
+	    0);
 	bufferevent_set_max_single_write(chat->bev, size);
 	return 0;
 }

@@ -10,6 +10,8 @@
  * entry so that call order is kept.
  */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -128,6 +130,8 @@ push_target(struct async_chat *chat)
 static int
 push_done(struct async_chat *chat, int rc)
 {
+	if (rc == 0 && chat->ext != NULL)
+		async_chat__check_high(chat);
 	if (async_chat__leave(chat) == 0 && rc < 0) {
 		errno = ENOMEM;
 		return -1;
@@ -336,7 +340,8 @@ ref_freed(const void *data, size_t len, void *extra)
 void
 async_chat__run_cleanups(struct async_chat *chat)
 {
-	struct async_chat__ref_owner *owner = chat->ref_owner;
+	struct async_chat__ref_owner *owner =
+	    chat->ext != NULL ? chat->ext->ref_owner : NULL;
 	struct async_chat__ref *r;
 
 	if (owner == NULL)
@@ -355,11 +360,11 @@ async_chat__run_cleanups(struct async_chat *chat)
 void
 async_chat__release_refs(struct async_chat *chat)
 {
-	if (chat->ref_owner == NULL)
+	if (chat->ext == NULL || chat->ext->ref_owner == NULL)
 		return;
-	chat->ref_owner->chat = NULL;
-	owner_release(chat->ref_owner);
-	chat->ref_owner = NULL;
+	chat->ext->ref_owner->chat = NULL;
+	owner_release(chat->ext->ref_owner);
+	chat->ext->ref_owner = NULL;
 }
 
 int
@@ -382,14 +387,16 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 			cleanup(data, len, cleanup_arg);
 		return 0;
 	}
-	if (chat->ref_owner == NULL) {
-		chat->ref_owner = calloc(1, sizeof(*chat->ref_owner));
-		if (chat->ref_owner == NULL) {
+	if (async_chat__get_ext(chat) == NULL)
+		return -1;
+	if (chat->ext->ref_owner == NULL) {
+		chat->ext->ref_owner = calloc(1, sizeof(*chat->ext->ref_owner));
+		if (chat->ext->ref_owner == NULL) {
 			errno = ENOMEM;
 			return -1;
 		}
-		chat->ref_owner->chat = chat;
-		chat->ref_owner->refs = 1;
+		chat->ext->ref_owner->chat = chat;
+		chat->ext->ref_owner->refs = 1;
 	}
 	r = malloc(sizeof(*r));
 	if (r == NULL || (target = push_target(chat)) == NULL) {
@@ -397,7 +404,7 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		errno = ENOMEM;
 		return -1;
 	}
-	r->owner = chat->ref_owner;
+	r->owner = chat->ext->ref_owner;
 	r->cleanup = cleanup;
 	r->arg = cleanup_arg;
 	r->owner->refs++;
@@ -408,6 +415,69 @@ async_chat_push_reference(struct async_chat *chat, const void *data,
 		free(r);
 	}
 	return push_done(chat, rc);
+}
+
+int
+async_chat_push_vprintf(struct async_chat *chat, const char *fmt, va_list ap)
+{
+	struct evbuffer *target;
+	va_list copy;
+	int n, len;
+
+	if (push_check(chat) < 0)
+		return -1;
+	if (fmt == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* Measure first, so that a failure queues nothing. */
+	va_copy(copy, ap);
+	len = vsnprintf(NULL, 0, fmt, copy);
+	va_end(copy);
+	if (len < 0)
+		return -1;
+	if (len == 0)
+		return 0;
+	if ((target = push_target(chat)) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	async_chat__enter(chat);
+	n = evbuffer_add_vprintf(target, fmt, ap);
+	if (push_done(chat, n == len ? 0 : -1) < 0)
+		return -1;
+	return n;
+}
+
+int
+async_chat_push_printf(struct async_chat *chat, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = async_chat_push_vprintf(chat, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
+int
+async_chat_resume_producer(struct async_chat *chat)
+{
+	if (chat == NULL) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (chat->closed) {
+		errno = ENOTCONN;
+		return -1;
+	}
+	if (chat->head != NULL && chat->head->kind == FIFO_PRODUCER &&
+	    chat->head->deferred) {
+		chat->head->deferred = 0;
+		async_chat__defer(chat, DEFER_WRITE);
+	}
+	return 0;
 }
 
 /*
@@ -713,15 +783,17 @@ async_chat__tell_partner_eof(struct async_chat *chat)
 	return 0;
 }
 
-static void
+/* Shut the sending side down; 0 or the errno of shutdown(2). */
+static int
 shut_down(struct async_chat *chat)
 {
 	evutil_socket_t fd = bufferevent_getfd(chat->bev);
 
 	if (fd >= 0)
-		shutdown(fd, SHUT_WR);
-	else if (async_chat__tell_partner_eof(chat) < 0)
+		return shutdown(fd, SHUT_WR) < 0 ? errno : 0;
+	if (async_chat__tell_partner_eof(chat) < 0)
 		bufferevent_flush(chat->bev, EV_WRITE, BEV_FINISHED);
+	return 0;
 }
 
 size_t
@@ -813,6 +885,10 @@ pull_producer(struct async_chat *chat, struct fifo_entry *e,
 		entry_free(chat, e);
 		return 0;
 	}
+	if (rc == ASYNC_CHAT_PRODUCER_DEFERRED) {
+		e->deferred = 1; /* until async_chat_resume_producer() */
+		return OUT_FULL;
+	}
 	if (rc < 0 || added == 0) {
 		entry_pop(chat);
 		entry_free(chat, e);
@@ -844,13 +920,23 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 			/* more() runs only when the caller allows it: not
 			 * under an API call, where a producer that fails or
 			 * closes the channel must not free it. */
-			st = pull ? pull_producer(chat, e, out) : OUT_MORE;
+			if (e->deferred)
+				st = OUT_FULL; /* waits for its resume */
+			else
+				st = pull ? pull_producer(chat, e, out) :
+					    OUT_MORE;
 		} else if (evbuffer_get_length(out) > 0) {
 			st = OUT_FULL; /* a marker waits for all before it */
 		} else if (e->kind == FIFO_SHUTDOWN) {
+			int err;
+
 			entry_pop(chat);
 			entry_free(chat, e);
-			shut_down(chat);
+			err = shut_down(chat);
+			if (chat->ext != NULL && chat->ext->shut_fn != NULL) {
+				chat->ext->shut_err = err;
+				st = OUT_SHUT;
+			}
 		} else {
 			st = OUT_CLOSE;
 		}
