@@ -228,7 +228,9 @@ world_finish(struct world *w)
 	ck_assert_msg(tu_run_until(w->base, peer_done, w, WAIT_MS) == 0,
 	    "no EOF at the peer after %d ms (%zu bytes arrived)", WAIT_MS,
 	    evbuffer_get_length(w->got));
-	ck_assert_int_eq(w->chat_errors, 0);
+	ck_assert_msg(w->chat_errors == 0, "the channel failed: %d (%s) after "
+	    "%zu bytes", w->last_error, async_chat_strerror(w->last_error),
+	    evbuffer_get_length(w->got));
 	ck_assert_int_eq(w->peer_errors, 0);
 	ck_assert_int_eq(w->chat_freed, 1);
 }
