@@ -6,7 +6,10 @@
  * pushed through a channel on a socket pair and every byte that arrives is
  * compared with the file's content.  On a 32-bit system this holds only
  * when the library and libevent use a 64-bit off_t (configure's
- * AC_SYS_LARGEFILE); the 32-bit CI job runs it.
+ * AC_SYS_LARGEFILE); the 32-bit CI job runs it.  There size_t is 32-bit
+ * too, and libevent 2.1's evbuffer_add_file() refuses a segment that ends
+ * past SIZE_MAX (4 GiB - 1): the ranges past 4 GiB hold the library to its
+ * contract, that any range of the file that push_file accepts is sent.
  *
  * A filesystem that cannot hold such a file (TMPDIR) makes the suite skip
  * (exit 77), or fail with ASYNCHAT_STRICT_TESTS=1.
