@@ -3,7 +3,8 @@
 
 check_asynchat compares libasynchat's frames with what this prints.
 
-Input (stdin), one directive a line, any number of cases:
+Input (stdin), one directive a line, any number of cases ("#" lines are
+comments):
 
     case ID
     term SPEC            the terminator set before the first byte
@@ -22,6 +23,14 @@ bytes collected since the last found_terminator; H: the bytes
 async_chat.handle_read holds back as a possible terminator prefix.  Only
 hex digits follow the colons, so every token is unambiguous, the empty
 frame included ("F:").
+
+With --transcript the output is the golden transcript that
+check_asynchat compares with where no Python has asynchat
+(test/asynchat_golden.txt, made by `make regen-golden`): a header of
+"#" comment lines naming this Python, then every input directive as read,
+each case's "end" followed by its result line prefixed with "cpython ",
+and finally "done N".  Input lines starting with "#" are copied as they
+are.
 
 If asynchat cannot be imported (Python 3.12 removed it), the only output
 is a line starting with NOASYNCHAT and the exit status is 3.
@@ -82,7 +91,7 @@ def make_chat_class(asynchat):
     return Chat
 
 
-def run_case(chat_class, case_id, initial, script, chunks):
+def run_case(chat_class, case_id, initial, script, chunks, prefix=""):
     chat = chat_class(initial, script)
     chat.socket = FakeSocket(chunks)
     for _ in range(len(chunks)):
@@ -93,10 +102,15 @@ def run_case(chat_class, case_id, initial, script, chunks):
     tokens += ["F:" + f.hex() for f in chat.frames]
     tokens.append("R:" + bytes(chat.buffer).hex())
     tokens.append("H:" + bytes(chat.ac_in_buffer).hex())
-    print(" ".join(tokens))
+    print(prefix + " ".join(tokens))
 
 
 def main():
+    transcript = sys.argv[1:] == ["--transcript"]
+    if sys.argv[1:] and not transcript:
+        print("usage: asynchat_conformance.py [--transcript] <cases",
+              file=sys.stderr)
+        return 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
@@ -107,6 +121,11 @@ def main():
             sys.stdout.flush()
             return 3
     chat_class = make_chat_class(asynchat)
+    if transcript:
+        print("# libasynchat golden transcript: the frames CPython's own")
+        print("# asynchat makes of each case.  Made by `make regen-golden`")
+        print("# (test/asynchat_conformance.py --transcript); do not edit.")
+        print("# python %s" % sys.version.split()[0])
 
     case_id = None
     initial = None
@@ -115,8 +134,12 @@ def main():
     ncases = 0
     for lineno, line in enumerate(sys.stdin, 1):
         words = line.split()
-        if not words:
+        if not words or line.startswith("#"):
+            if transcript:
+                print(line.rstrip("\n"))
             continue
+        if transcript:
+            print(line.rstrip("\n"))
         op = words[0]
         if op == "case":
             case_id, initial, script, chunks = words[1], None, {}, []
@@ -131,7 +154,8 @@ def main():
                 raise ValueError("line %d: empty chunk" % lineno)
             chunks.append(chunk)
         elif op == "end":
-            run_case(chat_class, case_id, initial, script, chunks)
+            run_case(chat_class, case_id, initial, script, chunks,
+                     "cpython " if transcript else "")
             ncases += 1
         else:
             raise ValueError("line %d: unknown directive %r" % (lineno, op))
