@@ -645,8 +645,9 @@ int async_chat_push_reference(struct async_chat *chat, const void *data,
 /**
  * Queue length bytes of the file fd from offset.  A channel made by
  * async_chat_new() sends it with sendfile(2) where the system has it;
- * other bufferevents (TLS, filters, pairs) get it read with pread(2) a
- * piece at a time as the output drains, so a file cut short while queued
+ * other bufferevents (TLS, filters, pairs), and ranges that end past
+ * SIZE_MAX (4 GiB on 32-bit systems, beyond what libevent can map), get
+ * it read with pread(2) a piece at a time as the output drains, so a file cut short while queued
  * fails (ASYNC_CHAT_ERR_PRODUCER) instead of sending bytes it no longer
  * has; there the rest of the queue goes on after the error.  The channel owns fd from the call on,
  * success or not, and closes it when done.  Bytes pushed before the file

@@ -684,7 +684,11 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
 	chat->files = 1;
 	p->fd = fd;
 	p->sent = 0;
-	p->copy = !chat->own_socket;
+	/* libevent cannot map or send a segment ending past SIZE_MAX (4 GiB
+	 * on 32-bit systems): such a range is read as it goes too. */
+	p->copy = !chat->own_socket ||
+	    (uint64_t)(length == -1 ? st.st_size : offset + length) >
+		(uint64_t)SIZE_MAX;
 	p->offset = offset;
 	p->length = length;
 	if (length == 0) {
