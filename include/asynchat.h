@@ -27,7 +27,18 @@
  *
  * A terminator set inside any callback applies to the very next unscanned
  * byte, including bytes that arrived in the same read (an HTTP server
- * switches from "\r\n\r\n" to a Content-Length count this way).  Only the
+ * switches from "\r\n\r\n" to a Content-Length count this way).  Inside
+ * collect_incoming_data that is the first byte not yet handed to it: the
+ * framer's look-ahead does not count, but a frame whose last byte was
+ * just collected (a count reached, or the bytes before a terminator
+ * already found) still ends under the old terminator, and
+ * found_terminator runs for it first.  So where a terminator set inside
+ * collect_incoming_data takes effect depends on where the collect calls
+ * split the frame, as in CPython; set terminators in found_terminator
+ * for frames that are the same under every chunking.  In line mode a CR
+ * taken by the previous frame is not part of the next terminator: a lone
+ * "\n" then ends an empty frame (matched 1).  Of equal alternatives the
+ * first matches.  Only the
  * concatenation of a frame's collected bytes is the contract; where the
  * collect calls split a frame is unspecified, and the frames are identical
  * whatever the chunking of the input.  collect_incoming_data is never
@@ -114,9 +125,12 @@
  *     queue.
  *   - A producer's more() appends to an evbuffer instead of returning
  *     bytes.
- *   - Additions: line mode, alternative terminators, a frame length bound,
- *     pause/resume of reading, an output-drained handler, half-close of the
- *     sending side, zero-copy message mode and zero-copy pushes.
+ *   - Additions: line mode, alternative terminators, length-field frames,
+ *     a frame length bound with policies, timeouts and frame deadlines,
+ *     a high-water mark, deferred producers, pause/resume of reading, an
+ *     output-drained handler, half-close of the sending side with its
+ *     completion, zero-copy message mode and zero-copy pushes, and the
+ *     framer on its own for any I/O.
  */
 #ifndef ASYNCHAT_H_INCLUDED_
 #define ASYNCHAT_H_INCLUDED_
@@ -141,9 +155,9 @@ extern "C" {
  * library actually linked. */
 /**@{*/
 #define ASYNC_CHAT_VERSION_MAJOR 0
-#define ASYNC_CHAT_VERSION_MINOR 1
+#define ASYNC_CHAT_VERSION_MINOR 2
 #define ASYNC_CHAT_VERSION_PATCH 0
-#define ASYNC_CHAT_VERSION "0.1.0"
+#define ASYNC_CHAT_VERSION "0.2.0"
 /** MAJOR * 10000 + MINOR * 100 + PATCH, for comparisons in #if. */
 #define ASYNC_CHAT_VERSION_NUMBER                                              \
 	(ASYNC_CHAT_VERSION_MAJOR * 10000 + ASYNC_CHAT_VERSION_MINOR * 100 +   \
@@ -165,7 +179,8 @@ extern "C" {
  * codes are libasynchat's own. */
 /**@{*/
 /** A frame grew past the bound set with async_chat_set_max_frame().
- * Reading has been paused; the bytes past the bound are still unread. */
+ * What follows is the frame policy's (async_chat_set_frame_policy()); by
+ * default reading is suspended and the bytes past the bound stay unread. */
 #define ASYNC_CHAT_ERR_FRAME_TOO_LONG (-1)
 /** A producer's more() returned -1 (the producer has been freed), or a
  * file pushed with async_chat_push_file() ended before its range did (the
@@ -293,7 +308,9 @@ enum async_chat_terminator_kind {
  * body is value + adjust bytes: adjust says what the value counts (0: the
  * body alone; -(offset + width): the whole frame, header included).  The
  * first strip bytes of the frame are dropped and the rest is delivered as
- * the frame's bytes; strip = offset + width delivers the body alone.
+ * the frame's bytes; strip = offset + width delivers the body alone, and
+ * so does ASYNC_CHAT_STRIP_HEADER whatever the header's length (the only
+ * way with a varint, whose length varies).
  *
  * These are errors (ASYNC_CHAT_ERR_LENGTH on a channel,
  * ASYNC_CHAT_FRAMER_LENGTH_ERROR from a framer), found as soon as the
@@ -305,6 +322,9 @@ enum async_chat_terminator_kind {
  * designated initializer does.  { .width = 4, .strip = 4 } is a 4-byte
  * big-endian body length, delivered without the header.
  */
+/** strip: drop the whole header, whatever its length. */
+#define ASYNC_CHAT_STRIP_HEADER UINT64_MAX
+
 struct async_chat_length_field {
 	/** Bytes of the header before the field, 0 to
 	 * ASYNC_CHAT_TERMINATOR_MAX. */
@@ -316,7 +336,7 @@ struct async_chat_length_field {
 	/** Added to the field's value to give the body's length. */
 	int64_t adjust;
 	/** Bytes dropped from the front of each frame before delivery, 0 to
-	 * the frame's length. */
+	 * the frame's length, or ASYNC_CHAT_STRIP_HEADER. */
 	uint64_t strip;
 	/** Must be zero. */
 	uint64_t reserved[4];
@@ -339,7 +359,7 @@ struct async_chat_terminator {
 	size_t alternatives;
 };
 
-/** The library's version string, e.g. "0.1.0". */
+/** The library's version string, e.g. "0.2.0". */
 const char *async_chat_version(void);
 /** The library's version as ASYNC_CHAT_VERSION_NUMBER computes it. */
 unsigned long async_chat_version_number(void);
@@ -452,7 +472,8 @@ int async_chat_close_when_done(struct async_chat *chat);
  * Queue a half-close: once everything queued before it is sent, the
  * channel shuts down its sending side (shutdown(SHUT_WR) on a socket; an
  * EOF to the partner of a bufferevent pair) and keeps reading.  Later
- * pushes fail with EPIPE.  A second call does nothing.  On a TLS bufferevent this is a TCP half-close
+ * pushes fail with EPIPE.  A second call does nothing and returns 0, even
+ * after close_when_done().  On a TLS bufferevent this is a TCP half-close
  * of the underlying socket, without a TLS close_notify.
  *
  * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (close_when_done()
@@ -521,7 +542,8 @@ int async_chat_set_terminators(struct async_chat *chat,
  * ASYNC_CHAT_ERR_LENGTH.
  * @return 0, or -1 with errno EINVAL (NULL argument, width not 0, 1, 2, 3,
  *   4 or 8, a little-endian varint, offset above ASYNC_CHAT_TERMINATOR_MAX,
- *   a non-zero reserved member; the terminator is unchanged) or ENOTCONN.
+ *   a non-zero reserved member; the terminator is unchanged), ENOTCONN or
+ *   ENOMEM (the channel is left with the none terminator).
  */
 int async_chat_set_terminator_length(struct async_chat *chat,
     const struct async_chat_length_field *spec);
@@ -572,14 +594,17 @@ enum async_chat_frame_policy {
 	ASYNC_CHAT_FRAME_PAUSE = 0,
 	/** Report, then drop the rest of the frame through its terminator
 	 * and go on with the next frame (an SMTP server answering 552, or
-	 * Netty's discard mode).  found_terminator does not run for the
+	 * Netty's discard mode).  With no handle_error the frame is dropped
+	 * silently; in collect mode the handler should forget the bytes
+	 * already collected for it.  found_terminator does not run for the
 	 * dropped frame; in message mode the frame's bytes already kept are
 	 * dropped from async_chat_incoming() before handle_error runs.  A
 	 * length-field error cannot be skipped and suspends reading. */
 	ASYNC_CHAT_FRAME_SKIP = 1,
 	/** Report, stop reading for good and close once queued output is
 	 * flushed (as async_chat_close_when_done()), so a reply pushed by
-	 * handle_error still leaves.  Length-field errors do the same. */
+	 * handle_error still leaves; with no handle_error it just closes
+	 * that way.  Length-field errors do the same. */
 	ASYNC_CHAT_FRAME_CLOSE = 2
 };
 
@@ -790,8 +815,9 @@ int async_chat_pause_reading(struct async_chat *chat);
  * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (the peer's EOF has
  *   already been handled), EMSGSIZE (the frame reported as too long is
  *   still past the bound: raise it, discard, or set another terminator
- *   first) or EPROTO (the length-field header reported as invalid is still
- *   the next input: set another terminator or discard first). */
+ *   first), EPROTO (the length-field header reported as invalid is still
+ *   the next input: set another terminator or discard first) or EPIPE
+ *   (the CLOSE frame policy stopped reading for good). */
 int async_chat_resume_reading(struct async_chat *chat);
 
 /**
@@ -823,17 +849,20 @@ int async_chat_set_frame_timeout(struct async_chat *chat,
 
 /**
  * Drop the rest of the current frame through its terminator, without
- * buffering it (since 0.2): found_terminator does not run for it, and in
- * message mode its bytes already kept stay in async_chat_incoming().  A
- * message-mode server that does not want a body it has just seen the
- * length of sets the count and calls this.
+ * collecting or buffering it (since 0.2).  found_terminator still runs at
+ * the frame's end, so the application sets the next terminator there as
+ * usual; in message mode async_chat_incoming() then holds none of the
+ * dropped bytes (those kept before the call stay).  A message-mode server
+ * that does not want a body it has just seen the length of sets the count
+ * and calls this.
  * @return 0, or -1 with errno EINVAL, ENOTCONN or EPROTO (a length-field
  *   header is invalid: the frame's end is unknown).
  */
 int async_chat_skip_frame(struct async_chat *chat);
 
-/** 1 if reading is paused (by the application or a frame bound), 0 if
- * not, -1 with errno EINVAL for NULL. */
+/** 1 if reading is suspended for any reason (the application's pause, a
+ * frame bound, a length-field error, a read timeout, a frame deadline,
+ * the CLOSE frame policy), 0 if not, -1 with errno EINVAL for NULL. */
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).

@@ -127,6 +127,7 @@ struct async_chat {
 	unsigned files : 1;        /* push_file() has been used */
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 	unsigned own_socket : 1;   /* made by async_chat_new(): a socket */
+	unsigned skip_found : 1;   /* the frame skipped still gets found */
 };
 
 /* channel.c */

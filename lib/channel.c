@@ -617,6 +617,7 @@ frame_refused(struct async_chat *chat, int kind)
 			return;
 		}
 		async_chat_framer_skip(&chat->fr);
+		chat->skip_found = 0;
 		if (chat->h->handle_error != NULL)
 			chat->h->handle_error(chat, err, chat->arg);
 		return;
@@ -688,7 +689,12 @@ on_event(struct async_chat *chat, struct evbuffer *in, int kind,
 	case ASYNC_CHAT_FRAMER_END:
 		return on_end(chat, ev);
 	case ASYNC_CHAT_FRAMER_SKIPPED:
-		return READ_ON;
+		/* async_chat_skip_frame() keeps found_terminator for the
+		 * frame; the frame policy's skip does not. */
+		if (!chat->skip_found)
+			return READ_ON;
+		chat->skip_found = 0;
+		return on_end(chat, ev);
 	case ASYNC_CHAT_FRAMER_TOO_LONG:
 	case ASYNC_CHAT_FRAMER_LENGTH_ERROR:
 		evbuffer_drain(in, *pos);
@@ -1232,6 +1238,7 @@ async_chat_skip_frame(struct async_chat *chat)
 	CHECK(chat);
 	if (async_chat_framer_skip(&chat->fr) < 0)
 		return -1;
+	chat->skip_found = 1;
 	frame_later(chat);
 	return 0;
 }

@@ -889,7 +889,7 @@ header_check(struct async_chat_framer *fr, size_t hdr_len)
 {
 	const struct async_chat_length_field *s = &fr->lf->spec;
 	const unsigned char *f = fr->carry + fr->carry_off + s->offset;
-	uint64_t v = 0, body, frame;
+	uint64_t v = 0, body, frame, strip;
 	size_t i;
 
 	if (s->width == 0) {
@@ -919,11 +919,13 @@ header_check(struct async_chat_framer *fr, size_t hdr_len)
 	if (body > UINT64_MAX - hdr_len)
 		return -1;
 	frame = hdr_len + body;
-	if (s->strip > frame)
+	strip = s->strip == ASYNC_CHAT_STRIP_HEADER ? hdr_len : s->strip;
+	if (strip > frame)
 		return -1;
 	fr->lf->hdr_len = (uint32_t)hdr_len;
+	fr->lf->strip = strip;
 	fr->count = body;
-	fr->lf->total = frame - s->strip;
+	fr->lf->total = frame - strip;
 	return 0;
 }
 
@@ -956,11 +958,11 @@ length_step(struct async_chat_framer *fr, struct span *sp,
 		if (!fr->skipping && fr->max_frame != 0 &&
 		    fr->lf->total > fr->max_frame)
 			return emit(fr, ev, ASYNC_CHAT_FRAMER_TOO_LONG);
-		cut = fr->lf->spec.strip < fr->lf->hdr_len ? fr->lf->spec.strip : fr->lf->hdr_len;
+		cut = fr->lf->strip < fr->lf->hdr_len ? fr->lf->strip : fr->lf->hdr_len;
 		carry_drop(fr, (size_t)cut);
 		fr->todo = (uint32_t)(fr->lf->hdr_len - cut);
 		fr->scanned = fr->todo;
-		fr->lf->strip_left = fr->lf->spec.strip - cut;
+		fr->lf->strip_left = fr->lf->strip - cut;
 		fr->lf_phase = LF_BODY;
 		return GO_ON;
 	default: /* LF_BODY */

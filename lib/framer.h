@@ -40,6 +40,7 @@ enum framer_lf_phase {
  * of other kinds do not carry it. */
 struct framer_lf {
 	struct async_chat_length_field spec;
+	uint64_t strip;      /* bytes to strip from the frame in progress */
 	uint64_t strip_left; /* body bytes still to drop */
 	uint64_t total;      /* delivered length of the frame */
 	uint32_t hdr_len;    /* the header's length once known */

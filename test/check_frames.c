@@ -1044,6 +1044,336 @@ START_TEST(test_count_set_in_last_collect)
 }
 END_TEST
 
+/*
+ * Timeouts, high water, deferred producers, shutdown completion, printf,
+ * skip_frame, a varint stripped whole
+ */
+
+static const struct timeval ms30 = {0, 30000};
+
+START_TEST(test_idle_timeout)
+{
+	struct t t;
+
+	t_open(&t, 0);
+	EXPECT_ERRNO(async_chat_set_idle_timeout(NULL, &ms30), EINVAL);
+	{
+		struct timeval bad = {0, -1};
+
+		EXPECT_ERRNO(async_chat_set_idle_timeout(t.chat, &bad), EINVAL);
+	}
+	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
+	ck_assert_int_eq(async_chat_set_idle_timeout(t.chat, &ms30), 0);
+	wait_errors(&t, 1);
+	ck_assert_int_eq(t.f.last_error, ASYNC_CHAT_ERR_IDLE_TIMEOUT);
+	ck_assert_str_eq(async_chat_strerror(ASYNC_CHAT_ERR_IDLE_TIMEOUT),
+	    "idle timeout");
+	/* The channel goes on, and the timeout is armed again. */
+	ck_assert_int_eq(async_chat_reading_paused(t.chat), 0);
+	peer_send(&t, "hi\n", 3);
+	wait_frames(&t, 1);
+	wait_errors(&t, 2);
+	ck_assert_int_eq(async_chat_set_idle_timeout(t.chat, NULL), 0);
+	t_done(&t);
+}
+END_TEST
+
+/* A peer sending one byte at a time keeps a read timeout happy; the frame
+ * deadline still cuts it. */
+START_TEST(test_frame_deadline)
+{
+	struct timeval deadline = {0, 200000};
+	struct t t;
+	int i;
+
+	t_open(&t, _i);
+	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
+	ck_assert_int_eq(async_chat_set_frame_timeout(t.chat, &deadline), 0);
+	peer_send(&t, "quick\n", 6);
+	wait_frames(&t, 1);
+	/* A byte every 20 ms, bounded: the deadline comes first. */
+	for (i = 0; i < 200 && t.f.errors == 0; i++) {
+		peer_send(&t, "x", 1);
+		tu_run_until(t.base, NULL, NULL, 20);
+	}
+	ck_assert_int_eq(t.f.errors, 1);
+	ck_assert_int_eq(t.f.last_error, ASYNC_CHAT_ERR_FRAME_TIMEOUT);
+	ck_assert_int_eq(async_chat_reading_paused(t.chat), 1);
+	ck_assert_uint_eq(t.f.n, 1);
+	/* Resume: the deadline starts again; the frame can still end. */
+	ck_assert_int_eq(async_chat_resume_reading(t.chat), 0);
+	peer_send(&t, "\n", 1);
+	wait_frames(&t, 2);
+	ck_assert_uint_ge(evbuffer_get_length(t.f.cur), 0);
+	t_done(&t);
+}
+END_TEST
+
+START_TEST(test_write_timeout)
+{
+	static char block[65536];
+	struct t t;
+	int i;
+
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_set_write_timeout(t.chat, &ms30), 0);
+	/* The peer never reads: the socket buffer fills, output stalls. */
+	for (i = 0; i < 64; i++)
+		ck_assert_int_eq(async_chat_push(t.chat, block, sizeof(block)),
+		    0);
+	wait_errors(&t, 1);
+	ck_assert_int_eq(t.f.last_error, ASYNC_CHAT_ERR_WRITE_TIMEOUT);
+	ck_assert_uint_gt(async_chat_output_pending(t.chat), 0);
+	t_done(&t);
+}
+END_TEST
+
+struct hw {
+	int ups, downs;
+	struct t *t;
+};
+
+static void
+high_water(struct async_chat *chat, int above, void *arg)
+{
+	struct t *t = arg;
+	struct hw *h = t->user;
+
+	(void)chat;
+	if (above)
+		h->ups++;
+	else
+		h->downs++;
+}
+
+static int
+hw_down(void *arg)
+{
+	struct t *t = arg;
+	struct hw *h = t->user;
+
+	peer_read(t);
+	return h->downs > 0;
+}
+
+START_TEST(test_high_water)
+{
+	static char block[4096];
+	struct hw h = {0, 0, NULL};
+	struct t t;
+	int i;
+
+	t_open(&t, 0);
+	EXPECT_ERRNO(async_chat_set_high_water(t.chat, 10, 5, high_water),
+	    EINVAL);
+	EXPECT_ERRNO(async_chat_set_high_water(t.chat, 1, 5, NULL), EINVAL);
+	ck_assert_int_eq(async_chat_set_high_water(t.chat, 8192, 65536,
+	                     high_water), 0);
+	t.user = &h;
+	for (i = 0; i < 32; i++)
+		ck_assert_int_eq(async_chat_push(t.chat, block, sizeof(block)),
+		    0);
+	ck_assert_int_eq(h.ups, 1); /* inside the push that passed it */
+	ck_assert_int_eq(h.downs, 0);
+	ck_assert(tu_run_until(t.base, hw_down, &t, WAIT_MS) == 0);
+	ck_assert_int_eq(h.ups, 1);
+	ck_assert_int_eq(h.downs, 1);
+	ck_assert_uint_le(async_chat_output_pending(t.chat), 8192);
+	ck_assert_int_eq(async_chat_set_high_water(t.chat, 0, 0, NULL), 0);
+	t_done(&t);
+}
+END_TEST
+
+struct slow {
+	int calls, frees;
+	int ready;
+};
+
+static int
+slow_more(void *ctx, struct evbuffer *out, size_t hint)
+{
+	struct slow *p = ctx;
+
+	(void)hint;
+	p->calls++;
+	if (!p->ready)
+		return ASYNC_CHAT_PRODUCER_DEFERRED;
+	if (p->ready == 1) {
+		p->ready = 2;
+		return evbuffer_add(out, "late", 4);
+	}
+	return 0;
+}
+
+static void
+slow_free(void *ctx)
+{
+	((struct slow *)ctx)->frees++;
+}
+
+static const struct async_chat_producer_ops slow_ops = {slow_more, slow_free};
+
+START_TEST(test_deferred_producer)
+{
+	struct slow p = {0, 0, 0};
+	struct t t;
+
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_push(t.chat, "early ", 6), 0);
+	ck_assert_int_eq(async_chat_push_with_producer(t.chat, &slow_ops, &p),
+	    0);
+	ck_assert_int_eq(async_chat_push(t.chat, " after", 6), 0);
+	wait_peer_has(&t, 6);
+	settle(&t);
+	/* Asked once, then left alone: no spinning. */
+	ck_assert_int_eq(p.calls, 1);
+	ck_assert(got_is(&t, "early ", 6));
+	p.ready = 1;
+	ck_assert_int_eq(async_chat_resume_producer(t.chat), 0);
+	wait_peer_has(&t, 16);
+	ck_assert(got_is(&t, "early late after", 16));
+	ck_assert_int_eq(p.frees, 1);
+	EXPECT_ERRNO(async_chat_resume_producer(NULL), EINVAL);
+	ck_assert_int_eq(async_chat_resume_producer(t.chat), 0);
+	t_done(&t);
+}
+END_TEST
+
+static int shut_calls, shut_err;
+
+static void
+shut_done(struct async_chat *chat, int err, void *arg)
+{
+	(void)chat;
+	(void)arg;
+	shut_calls++;
+	shut_err = err;
+}
+
+static int
+shut_told(void *arg)
+{
+	(void)arg;
+	return shut_calls > 0;
+}
+
+START_TEST(test_shutdown_handler)
+{
+	struct t t;
+
+	shut_calls = 0;
+	shut_err = -1;
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_set_shutdown_handler(t.chat, shut_done), 0);
+	ck_assert_int_eq(async_chat_push(t.chat, "bye", 3), 0);
+	ck_assert_int_eq(async_chat_shutdown_when_done(t.chat), 0);
+	ck_assert_int_eq(shut_calls, 0);
+	ck_assert(tu_run_until(t.base, shut_told, NULL, WAIT_MS) == 0);
+	ck_assert_int_eq(shut_calls, 1);
+	ck_assert_int_eq(shut_err, 0);
+	ck_assert(tu_run_until(t.base, peer_has_eof, &t, WAIT_MS) == 0);
+	ck_assert(got_is(&t, "bye", 3));
+	/* The channel still reads. */
+	peer_send(&t, "more", 4);
+	tu_run_until(t.base, NULL, NULL, 20);
+	ck_assert_int_gt(t.f.collects, 0);
+	ck_assert_int_eq(async_chat_set_shutdown_handler(t.chat, NULL), 0);
+	t_done(&t);
+}
+END_TEST
+
+START_TEST(test_push_printf)
+{
+	struct t t;
+
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_push_printf(t.chat, "%d %s\r\n", 250, "OK"),
+	    8);
+	ck_assert_int_eq(async_chat_push_printf(t.chat, "%s", ""), 0);
+	EXPECT_ERRNO(async_chat_push_printf(NULL, "x"), EINVAL);
+	wait_peer_has(&t, 8);
+	ck_assert(got_is(&t, "250 OK\r\n", 8));
+	ck_assert_int_eq(async_chat_close_when_done(t.chat), 0);
+	EXPECT_ERRNO(async_chat_push_printf(t.chat, "late"), EPIPE);
+	ck_assert(tu_run_until(t.base, freed, &t, WAIT_MS) == 0);
+	t_done(&t);
+}
+END_TEST
+
+/* Message mode drops a body it does not want without buffering it. */
+static void
+skip_bodies(struct t *t)
+{
+	struct evbuffer *in = async_chat_incoming(t->chat);
+	struct async_chat_terminator term;
+
+	ck_assert_int_eq(async_chat_get_terminator(t->chat, &term), 0);
+	if (term.kind == ASYNC_CHAT_TERM_LINE) {
+		/* "SKIP n" or "KEEP n": a body of n bytes follows. */
+		char line[32] = {0};
+		size_t n = evbuffer_get_length(in);
+
+		ck_assert_uint_lt(n, sizeof(line));
+		evbuffer_remove(in, line, n);
+		ck_assert_int_eq(async_chat_set_terminator_count(t->chat,
+		                     (uint64_t)atoi(line + 5)), 0);
+		if (memcmp(line, "SKIP", 4) == 0)
+			ck_assert_int_eq(async_chat_skip_frame(t->chat), 0);
+		return;
+	}
+	/* A skipped body ends here too, with nothing of it kept. */
+	if (evbuffer_get_length(in) > 0)
+		tu_frames_collect(&t->f, evbuffer_pullup(in, -1),
+		    evbuffer_get_length(in));
+	evbuffer_drain(in, evbuffer_get_length(in));
+	tu_frames_found(&t->f);
+	ck_assert_int_eq(async_chat_set_terminator_line(t->chat), 0);
+}
+
+START_TEST(test_skip_frame)
+{
+	static const char stream[] = "KEEP 3\nabcSKIP 5\nhelloKEEP 2\nxy";
+	struct t t;
+
+	t_open(&t, 1);
+	t.on_found = skip_bodies;
+	EXPECT_ERRNO(async_chat_skip_frame(NULL), EINVAL);
+	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
+	peer_send(&t, stream, sizeof(stream) - 1);
+	wait_frames(&t, 3);
+	ck_assert(tu_frame_is(&t.f, 0, "abc"));
+	ck_assert(tu_frame_is(&t.f, 1, ""));
+	ck_assert(tu_frame_is(&t.f, 2, "xy"));
+	t_done(&t);
+}
+END_TEST
+
+START_TEST(test_varint_strip_header)
+{
+	struct async_chat_length_field spec = {
+		.width = 0, .strip = ASYNC_CHAT_STRIP_HEADER
+	};
+	static char body[300];
+	unsigned char hdr[10];
+	struct t t;
+	ev_ssize_t n;
+
+	memset(body, 'v', sizeof(body));
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_set_terminator_length(t.chat, &spec), 0);
+	n = async_chat_length_field_encode(&spec, sizeof(body), hdr,
+	    sizeof(hdr));
+	ck_assert_int_eq(n, 2);
+	peer_send(&t, hdr, (size_t)n);
+	peer_send(&t, body, sizeof(body));
+	peer_send(&t, "\x01z", 2);
+	wait_frames(&t, 2);
+	ck_assert(tu_frame_eq(&t.f, 0, body, sizeof(body)));
+	ck_assert(tu_frame_is(&t.f, 1, "z"));
+	t_done(&t);
+}
+END_TEST
+
 static Suite *
 frames_suite(void)
 {
@@ -1078,6 +1408,18 @@ frames_suite(void)
 	tcase_add_loop_test(tc, test_reference_cleanup_calls, 0, CL_N);
 	tcase_add_test(tc, test_reference_cleanup_pair);
 	tcase_add_loop_test(tc, test_producer_free_calls, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("server");
+	tcase_add_test(tc, test_idle_timeout);
+	tcase_add_loop_test(tc, test_frame_deadline, 0, 2);
+	tcase_add_test(tc, test_write_timeout);
+	tcase_add_test(tc, test_high_water);
+	tcase_add_test(tc, test_deferred_producer);
+	tcase_add_test(tc, test_shutdown_handler);
+	tcase_add_test(tc, test_push_printf);
+	tcase_add_test(tc, test_skip_frame);
+	tcase_add_test(tc, test_varint_strip_header);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("settled");
