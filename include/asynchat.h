@@ -965,6 +965,74 @@ int async_chat_listener_get_address(const struct async_chat_listener *listener,
 void async_chat_listener_free(struct async_chat_listener *listener);
 
 /*
+ * Channel groups (since 0.2): asyncore's socket_map and close_all, Netty's
+ * ChannelGroup.  A group holds channels of one event_base; a channel is in
+ * at most one group and leaves it by itself when it closes.  Every
+ * function may be called from any callback, including while the group is
+ * being iterated and its members close.
+ */
+
+/** An opaque group of channels. */
+struct async_chat_group;
+
+/** A new, empty group whose deadlines run on base.
+ * @return the group, or NULL with errno EINVAL (NULL base) or ENOMEM. */
+struct async_chat_group *async_chat_group_new(struct event_base *base);
+
+/** Free the group; its members stay open and leave it.  Inside
+ * async_chat_group_foreach() on this group the group is freed when the
+ * iteration returns.  NULL is ignored. */
+void async_chat_group_free(struct async_chat_group *group);
+
+/** Add chat.  @return 0 (also if it is already a member), or -1 with
+ * errno EINVAL (NULL), ENOTCONN (chat closed), EBUSY (chat is in another
+ * group) or ENOMEM. */
+int async_chat_group_add(struct async_chat_group *group,
+    struct async_chat *chat);
+
+/** Remove chat (it stays open).  @return 0, or -1 with errno EINVAL or
+ * ENOENT (not a member). */
+int async_chat_group_remove(struct async_chat_group *group,
+    struct async_chat *chat);
+
+/** The number of members (0 for NULL). */
+size_t async_chat_group_count(const struct async_chat_group *group);
+
+/**
+ * Call fn(chat, arg) for each member, in the order they were added, until
+ * fn returns non-zero.  Members that close or leave meanwhile are not
+ * visited (they may be fn's own channel); members added meanwhile are
+ * visited if they come after the one being visited.
+ * @return the non-zero value fn returned, 0 when every member was
+ *   visited, or -1 with errno EINVAL (NULL group or fn).
+ */
+int async_chat_group_foreach(struct async_chat_group *group,
+    int (*fn)(struct async_chat *chat, void *arg), void *arg);
+
+/**
+ * Push a copy of data to every member (asynchat's broadcast).
+ * @return the number of members it was queued to, or -1 with errno
+ *   EINVAL (NULL group, NULL data with len > 0).  A member whose push fails
+ *   (EPIPE after close_when_done, ENOMEM) is skipped.
+ */
+ev_ssize_t async_chat_group_push(struct async_chat_group *group,
+    const void *data, size_t len);
+
+/**
+ * Graceful shutdown (SIGTERM): async_chat_close_when_done() on every
+ * member, so each closes once its queued output is sent; channels still
+ * in the group when timeout has passed are closed at once.  timeout NULL
+ * waits for ever; a second call sets a new deadline.
+ * @return 0, or -1 with errno EINVAL (NULL group, negative timeout) or
+ *   ENOMEM (the deadline timer; the members' closes are queued anyway).
+ */
+int async_chat_group_close_when_done(struct async_chat_group *group,
+    const struct timeval *timeout);
+
+/** async_chat_close() on every member.  NULL is ignored. */
+void async_chat_group_close_all(struct async_chat_group *group);
+
+/*
  * The framer: the channel's framing rules with no I/O (since 0.2)
  *
  * A framer splits a byte stream by a terminator exactly as a channel does

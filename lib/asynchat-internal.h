@@ -64,6 +64,7 @@ enum {
 };
 
 struct async_chat__ref;
+struct async_chat__gnode;
 struct async_chat__ref_owner;
 
 /* What only some channels use, made on first use, so that an idle
@@ -101,6 +102,7 @@ struct async_chat {
 
 	/* The write side: the FIFO, its owner of references, its sizes. */
 	struct fifo_entry *head, *tail;
+	struct async_chat__gnode *gnode; /* its place in a group, or NULL */
 	uint32_t in_buffer_size;    /* at most ASYNC_CHAT_BUFFER_SIZE_MAX */
 	uint32_t out_buffer_size;
 
@@ -142,6 +144,9 @@ int async_chat__defer(struct async_chat *chat, unsigned what);
 struct async_chat__ext *async_chat__get_ext(struct async_chat *chat);
 /* After a push: tell the high-water handler if output rose above it. */
 void async_chat__check_high(struct async_chat *chat);
+
+/* group.c: the channel leaves its group, if any. */
+void async_chat__group_leave(struct async_chat *chat);
 
 /* Fill the output and act on what it met (see channel.c).  From an API
  * call an error report (ENOMEM) may close the channel and release it:

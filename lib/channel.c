@@ -119,6 +119,7 @@ async_chat_close(struct async_chat *chat)
 	async_chat__enter(chat);
 	chat->closed = 1;
 	chat->conn = CONN_DOWN;
+	async_chat__group_leave(chat);
 	/* From here on libevent calls nothing of ours; the bufferevent and
 	 * its buffers stay alive until no frame of ours uses them. */
 	if (chat->ext != NULL) {

@@ -154,7 +154,8 @@ t_done(struct t *t)
 		evutil_closesocket(t->peer);
 	evbuffer_free(t->got);
 	tu_frames_clear(&t->f);
-	event_base_free(t->base);
+	if (t->base != NULL)
+		event_base_free(t->base);
 }
 
 static void
@@ -1374,6 +1375,185 @@ START_TEST(test_varint_strip_header)
 }
 END_TEST
 
+/*
+ * Groups
+ */
+
+#define NMEMBERS 4
+
+struct members {
+	struct event_base *base;
+	struct t t[NMEMBERS];
+};
+
+static void
+members_open(struct members *m)
+{
+	int i;
+
+	for (i = 0; i < NMEMBERS; i++)
+		t_open(&m->t[i], 0);
+}
+
+static void
+members_done(struct members *m)
+{
+	int i;
+
+	for (i = 0; i < NMEMBERS; i++)
+		t_done(&m->t[i]);
+}
+
+/* Each member has its own base: run them all a while. */
+static void
+members_settle(struct members *m)
+{
+	int i, k;
+
+	for (k = 0; k < 20; k++)
+		for (i = 0; i < NMEMBERS; i++)
+			event_base_loop(m->t[i].base, EVLOOP_NONBLOCK);
+}
+
+static int
+close_every_other(struct async_chat *chat, void *arg)
+{
+	int *visits = arg;
+	struct t *t = async_chat_get_arg(chat);
+
+	(*visits)++;
+	/* Closing the member being visited and the next one: neither is
+	 * visited after it is gone. */
+	async_chat_close(chat);
+	if (t[1].chat != NULL && *visits == 1)
+		async_chat_close(t[1].chat);
+	return 0;
+}
+
+START_TEST(test_group_basics)
+{
+	struct members m;
+	struct async_chat_group *g, *other;
+	int i, visits = 0;
+
+	members_open(&m);
+	EXPECT_ERRNO(async_chat_group_new(NULL) == NULL ? -1 : 0, EINVAL);
+	g = async_chat_group_new(m.t[0].base);
+	other = async_chat_group_new(m.t[0].base);
+	ck_assert_ptr_nonnull(g);
+	for (i = 0; i < NMEMBERS; i++)
+		ck_assert_int_eq(async_chat_group_add(g, m.t[i].chat), 0);
+	ck_assert_int_eq(async_chat_group_add(g, m.t[0].chat), 0);
+	ck_assert_uint_eq(async_chat_group_count(g), NMEMBERS);
+	EXPECT_ERRNO(async_chat_group_add(other, m.t[0].chat), EBUSY);
+	EXPECT_ERRNO(async_chat_group_remove(other, m.t[0].chat), ENOENT);
+	EXPECT_ERRNO(async_chat_group_add(NULL, m.t[0].chat), EINVAL);
+	EXPECT_ERRNO(async_chat_group_foreach(g, NULL, NULL), EINVAL);
+
+	/* Broadcast. */
+	ck_assert_int_eq(async_chat_group_push(g, "all\n", 4), NMEMBERS);
+	members_settle(&m);
+	for (i = 0; i < NMEMBERS; i++) {
+		peer_read(&m.t[i]);
+		ck_assert(got_is(&m.t[i], "all\n", 4));
+	}
+	/* A member that closes leaves. */
+	async_chat_close(m.t[3].chat);
+	ck_assert_uint_eq(async_chat_group_count(g), NMEMBERS - 1);
+	ck_assert_int_eq(async_chat_group_remove(g, m.t[2].chat), 0);
+	ck_assert_uint_eq(async_chat_group_count(g), NMEMBERS - 2);
+	ck_assert_int_eq(async_chat_group_add(other, m.t[2].chat), 0);
+
+	/* Members closing during the iteration, the next one included. */
+	ck_assert_int_eq(async_chat_group_foreach(g, close_every_other,
+	                     &visits), 0);
+	ck_assert_int_eq(visits, 1);
+	ck_assert_uint_eq(async_chat_group_count(g), 0);
+	ck_assert_int_eq(m.t[0].frees, 1);
+	ck_assert_int_eq(m.t[1].frees, 1);
+	async_chat_group_free(g);
+	/* Freeing a group leaves its members open. */
+	async_chat_group_free(other);
+	ck_assert_ptr_nonnull(m.t[2].chat);
+	members_done(&m);
+}
+END_TEST
+
+static int
+free_inside(struct async_chat *chat, void *arg)
+{
+	(void)chat;
+	async_chat_group_free(arg);
+	return 7;
+}
+
+START_TEST(test_group_free_inside_foreach)
+{
+	struct members m;
+	struct async_chat_group *g;
+	int i;
+
+	members_open(&m);
+	g = async_chat_group_new(m.t[0].base);
+	for (i = 0; i < NMEMBERS; i++)
+		ck_assert_int_eq(async_chat_group_add(g, m.t[i].chat), 0);
+	ck_assert_int_eq(async_chat_group_foreach(g, free_inside, g), 7);
+	/* The members are in no group any more. */
+	g = async_chat_group_new(m.t[0].base);
+	ck_assert_int_eq(async_chat_group_add(g, m.t[0].chat), 0);
+	async_chat_group_free(g);
+	members_done(&m);
+}
+END_TEST
+
+/* Graceful shutdown: members flush and close; one whose peer never reads
+ * is closed at the deadline. */
+START_TEST(test_group_close_when_done)
+{
+	static char block[65536];
+	struct timeval deadline = {0, 100000};
+	struct async_chat_group *g;
+	struct t a, b;
+	int i;
+
+	t_open(&a, 0);
+	memset(&b, 0, sizeof(b));
+	b.base = a.base;
+	{
+		evutil_socket_t sv[2];
+
+		tu_socketpair(sv);
+		b.peer = sv[1];
+		tu_frames_init(&b.f);
+		b.got = evbuffer_new();
+		b.chat = async_chat_new(a.base, sv[0], &collect_handlers, &b);
+		ck_assert_ptr_nonnull(b.chat);
+	}
+	g = async_chat_group_new(a.base);
+	ck_assert_int_eq(async_chat_group_add(g, a.chat), 0);
+	ck_assert_int_eq(async_chat_group_add(g, b.chat), 0);
+	ck_assert_int_eq(async_chat_push(a.chat, "bye\n", 4), 0);
+	for (i = 0; i < 64; i++) /* b's peer never reads */
+		ck_assert_int_eq(async_chat_push(b.chat, block, sizeof(block)),
+		    0);
+	{
+		struct timeval bad = {-1, 0};
+
+		EXPECT_ERRNO(async_chat_group_close_when_done(g, &bad), EINVAL);
+	}
+	ck_assert_int_eq(async_chat_group_close_when_done(g, &deadline), 0);
+	ck_assert(tu_run_until(a.base, peer_has_eof, &a, WAIT_MS) == 0);
+	ck_assert(got_is(&a, "bye\n", 4));
+	ck_assert_int_eq(a.frees, 1);
+	ck_assert(tu_run_until(a.base, freed, &b, WAIT_MS) == 0);
+	ck_assert_uint_eq(async_chat_group_count(g), 0);
+	async_chat_group_free(g);
+	b.base = NULL; /* a's, freed with a */
+	t_done(&b);
+	t_done(&a);
+}
+END_TEST
+
 static Suite *
 frames_suite(void)
 {
@@ -1420,6 +1600,12 @@ frames_suite(void)
 	tcase_add_test(tc, test_push_printf);
 	tcase_add_test(tc, test_skip_frame);
 	tcase_add_test(tc, test_varint_strip_header);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("group");
+	tcase_add_test(tc, test_group_basics);
+	tcase_add_test(tc, test_group_free_inside_foreach);
+	tcase_add_test(tc, test_group_close_when_done);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("settled");
