@@ -22,8 +22,8 @@
  *   - line mode (beyond asynchat): a frame ends at LF, and a CR just before
  *     the LF is part of the terminator, so "a\r\n" and "a\n" both give "a";
  *   - alternatives (beyond asynchat): a set of byte strings; the match that
- *     ends first in the stream wins, and of matches ending on the same byte
- *     the longest wins.  async_chat_matched_terminator() tells which.
+ *     ends first in the stream wins, of matches ending on the same byte
+ *     the longest, and of equal alternatives the first.  async_chat_matched_terminator() tells which.
  *
  * A terminator set inside any callback applies to the very next unscanned
  * byte, including bytes that arrived in the same read (an HTTP server
@@ -37,11 +37,11 @@
  * split the frame, as in CPython; set terminators in found_terminator
  * for frames that are the same under every chunking.  In line mode a CR
  * taken by the previous frame is not part of the next terminator: a lone
- * "\n" then ends an empty frame (matched 1).  Of equal alternatives the
- * first matches.  Only the
- * concatenation of a frame's collected bytes is the contract; where the
- * collect calls split a frame is unspecified, and the frames are identical
- * whatever the chunking of the input.  collect_incoming_data is never
+ * "\n" then ends an empty frame (matched 1).  Only the concatenation of a
+ * frame's collected bytes is the contract; where the collect calls split
+ * a frame is unspecified, and as long as terminators change only outside
+ * collect_incoming_data the frames are identical whatever the chunking of
+ * the input.  collect_incoming_data is never
  * called with zero bytes.
  *
  * The framing itself is the framer's (see "The framer" below): a channel
@@ -182,9 +182,10 @@ extern "C" {
  * What follows is the frame policy's (async_chat_set_frame_policy()); by
  * default reading is suspended and the bytes past the bound stay unread. */
 #define ASYNC_CHAT_ERR_FRAME_TOO_LONG (-1)
-/** A producer's more() returned -1 (the producer has been freed), or a
- * file pushed with async_chat_push_file() ended before its range did (the
- * channel cannot send anything more). */
+/** A producer's more() returned -1 (the producer has been freed; the rest
+ * of the queue goes on), or a file pushed with async_chat_push_file()
+ * ended before its range did (sent with sendfile, the channel cannot send
+ * anything more; read with pread, the rest of the queue goes on). */
 #define ASYNC_CHAT_ERR_PRODUCER (-2)
 /** The host name given to async_chat_connect_hostname() did not resolve;
  * async_chat_dns_error() gives the resolver's EVUTIL_EAI_* code. */
@@ -322,9 +323,6 @@ enum async_chat_terminator_kind {
  * designated initializer does.  { .width = 4, .strip = 4 } is a 4-byte
  * big-endian body length, delivered without the header.
  */
-/** strip: drop the whole header, whatever its length. */
-#define ASYNC_CHAT_STRIP_HEADER UINT64_MAX
-
 struct async_chat_length_field {
 	/** Bytes of the header before the field, 0 to
 	 * ASYNC_CHAT_TERMINATOR_MAX. */
@@ -341,6 +339,10 @@ struct async_chat_length_field {
 	/** Must be zero. */
 	uint64_t reserved[4];
 };
+
+/** struct async_chat_length_field's strip: drop the whole header,
+ * whatever its length. */
+#define ASYNC_CHAT_STRIP_HEADER UINT64_MAX
 
 /** A description of the current terminator. */
 struct async_chat_terminator {
@@ -595,7 +597,7 @@ enum async_chat_frame_policy {
 	/** Report, then drop the rest of the frame through its terminator
 	 * and go on with the next frame (an SMTP server answering 552, or
 	 * Netty's discard mode).  With no handle_error the frame is dropped
-	 * silently; in collect mode the handler should forget the bytes
+	 * silently; in collect mode handle_error should forget the bytes
 	 * already collected for it.  found_terminator does not run for the
 	 * dropped frame; in message mode the frame's bytes already kept are
 	 * dropped from async_chat_incoming() before handle_error runs.  A
@@ -747,8 +749,9 @@ size_t async_chat_output_pending(const struct async_chat *chat);
 
 /**
  * Queue a formatted string, as printf(3) formats it (since 0.2).
- * @return the number of bytes queued, or -1 with errno as
- *   async_chat_push() or EINVAL (NULL fmt), or the formatting's error.
+ * @return the number of bytes queued, or -1 with errno EINVAL (NULL
+ *   channel or fmt), ENOTCONN, EPIPE, ENOMEM, or the formatting's error
+ *   (EOVERFLOW).
  */
 int async_chat_push_printf(struct async_chat *chat, const char *fmt, ...)
 #ifdef __GNUC__
@@ -776,10 +779,11 @@ int async_chat_resume_producer(struct async_chat *chat);
  * A high-water mark on pending output (since 0.2), as Netty's writability
  * or Twisted's pauseProducing: handler(chat, 1, arg) runs when
  * async_chat_output_pending() rises above high, inside the push that made
- * it, and handler(chat, 0, arg) once it has fallen to low or below again,
- * from the write callback, so a proxy or a broadcaster stops reading or
- * producing meanwhile.  Producers keep the low-water rule of
- * out_buffer_size.  high 0 turns it off.
+ * it (or inside this call if it already is above, or from the loop when a
+ * producer's or a file's bytes take it there), and handler(chat, 0, arg)
+ * once it has fallen to low or below again, from the event loop, so a
+ * proxy or a broadcaster stops reading or producing meanwhile.  Producers
+ * keep the low-water rule of out_buffer_size.  high 0 turns it off.
  * @return 0, or -1 with errno EINVAL (NULL channel or handler with
  *   high > 0, low > high) or ENOTCONN, or ENOMEM.
  */
@@ -792,7 +796,9 @@ int async_chat_set_high_water(struct async_chat *chat, size_t low,
  * libuv's uv_shutdown() callback: handler(chat, 0, arg) once everything
  * queued before it has been handed to the transport and the sending side
  * has been shut down, or handler(chat, err, arg) with the errno of the
- * shutdown.  NULL turns it off.
+ * shutdown.  It runs from the event loop, for shutdowns that happen while
+ * it is set, and not at all if the channel closes first.  NULL turns it
+ * off.
  * @return 0, or -1 with errno EINVAL, ENOTCONN or ENOMEM.
  */
 int async_chat_set_shutdown_handler(struct async_chat *chat,
@@ -811,13 +817,14 @@ int async_chat_pause_reading(struct async_chat *chat);
  * the event loop, without waiting for new data (inside collect or found of
  * this channel, the running scan simply goes on).  Resuming clears every
  * suspension the application can clear: its own pause, a frame bound, a
- * length-field error and a read timeout set on the bufferevent.
+ * length-field error, a passed frame deadline and a read timeout set on
+ * the bufferevent; the idle clock and the frame deadline start again.
  * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (the peer's EOF has
- *   already been handled), EMSGSIZE (the frame reported as too long is
- *   still past the bound: raise it, discard, or set another terminator
- *   first), EPROTO (the length-field header reported as invalid is still
- *   the next input: set another terminator or discard first) or EPIPE
- *   (the CLOSE frame policy stopped reading for good). */
+ *   already been handled, or the CLOSE frame policy stopped reading for
+ *   good), EMSGSIZE (the frame reported as too long is still past the
+ *   bound: raise it, skip or discard it, or set another terminator
+ *   first) or EPROTO (the length-field header reported as invalid is
+ *   still the next input: set another terminator or discard first). */
 int async_chat_resume_reading(struct async_chat *chat);
 
 /**
@@ -835,10 +842,13 @@ int async_chat_resume_reading(struct async_chat *chat);
  *     ever.  It may differ per terminator: set it in found_terminator with
  *     the next terminator; a new value applies to the frame in progress,
  *     counted from its first byte.
- * The handler may close the channel, or go on.  Timeouts set directly on
- * the bufferevent keep working as before (ETIMEDOUT).
- * @return 0, or -1 with errno EINVAL (NULL channel, negative tv) or
- *   ENOTCONN, or ENOMEM.
+ * The idle clock and the frame deadline stop while reading is suspended
+ * (and the idle clock at the peer's EOF); async_chat_resume_reading()
+ * starts them again.  The handler may close the channel, or go on.
+ * Timeouts set directly on the bufferevent keep working as before
+ * (ETIMEDOUT).
+ * @return 0, or -1 with errno EINVAL (NULL channel, a negative tv or a
+ *   tv_usec of 1000000 or more) or ENOTCONN, or ENOMEM.
  */
 int async_chat_set_idle_timeout(struct async_chat *chat,
     const struct timeval *tv);
@@ -852,17 +862,19 @@ int async_chat_set_frame_timeout(struct async_chat *chat,
  * collecting or buffering it (since 0.2).  found_terminator still runs at
  * the frame's end, so the application sets the next terminator there as
  * usual; in message mode async_chat_incoming() then holds none of the
- * dropped bytes (those kept before the call stay).  A message-mode server
- * that does not want a body it has just seen the length of sets the count
- * and calls this.
+ * dropped bytes (those kept before the call stay).  Called in
+ * found_terminator it applies to the next frame, the one the terminator
+ * set there frames: a message-mode server that does not want a body it
+ * has just seen the length of sets the count and calls this.
  * @return 0, or -1 with errno EINVAL, ENOTCONN or EPROTO (a length-field
  *   header is invalid: the frame's end is unknown).
  */
 int async_chat_skip_frame(struct async_chat *chat);
 
 /** 1 if reading is suspended for any reason (the application's pause, a
- * frame bound, a length-field error, a read timeout, a frame deadline,
- * the CLOSE frame policy), 0 if not, -1 with errno EINVAL for NULL. */
+ * frame bound, a length-field error, a read timeout set on the
+ * bufferevent, a frame deadline, the CLOSE frame policy), 0 if not, -1
+ * with errno EINVAL for NULL. */
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).
