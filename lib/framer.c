@@ -384,7 +384,9 @@ async_chat_framer_get_terminator(const struct async_chat_framer *fr,
 	case ASYNC_CHAT_TERM_LENGTH:
 		out->bytes = &fr->lf;
 		out->len = sizeof(fr->lf);
-		out->count = fr->lf_phase == LF_BODY ? fr->count : 0;
+		/* the header is complete from LF_CHECK on */
+		out->count = fr->lf_phase == LF_BODY ||
+		        fr->lf_phase == LF_CHECK ? fr->count : 0;
 		break;
 	case ASYNC_CHAT_TERM_NONE:
 		break;
