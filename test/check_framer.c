@@ -2289,6 +2289,10 @@ static int
 bound_end(struct rig *r)
 {
 	FAST_ASSERT(r->rec.len[r->rec.n - 1] <= r->fr->max_frame);
+	/* a bound raised to a length field's size comes down again */
+	if (r->fr->max_frame > 64)
+		FAST_ASSERT(async_chat_framer_set_max_frame(
+		    r->fr, 1 + tu_rand(&r->u0) % 3) == 0);
 	rig_apply_script(r);
 	return 0;
 }
@@ -2344,6 +2348,11 @@ bound_pump(struct rig *r, const struct fm_result *m, int finish, uint64_t *rng,
 		if (skips && tu_rand(rng) % 3 == 0) {
 			FAST_ASSERT(async_chat_framer_skip(r->fr) == 0);
 			r->skipping = 1;
+		} else if (t.kind == ASYNC_CHAT_TERM_LENGTH ||
+		    tu_rand(rng) % 4 == 0) {
+			/* the least bound under which the frame goes on */
+			FAST_ASSERT(async_chat_framer_set_max_frame(
+			    r->fr, r->too_long_len) == 0);
 		} else {
 			FAST_ASSERT(async_chat_framer_set_max_frame(r->fr,
 			    r->fr->max_frame + 1 + tu_rand(rng) % 4) == 0);
@@ -2371,6 +2380,7 @@ bound_random(unsigned kinds, int ncases, int skips)
 		r.mode = (enum span_mode)(i % 2);
 		r.expect_error = m.error;
 		r.on_end = bound_end;
+		r.u0 = (uint64_t)i;
 		ck_assert_int_eq(async_chat_framer_set_max_frame(
 		                     r.fr, 1 + tu_rand(&rng) % 3),
 		    0);
@@ -3038,6 +3048,17 @@ START_TEST(test_skip)
 	ck_assert_int_eq(r.skipped[0], 1);
 	ck_assert(tu_frame_is(&r.rec, 0, "ab"));
 	ck_assert(tu_cur_eq(&r.rec, "z", 1));
+	rig_free(&r);
+
+	/* line mode: SKIPPED says nothing of which line end matched */
+	rig_init(&r, &crlf, 1);
+	ck_assert_int_eq(async_chat_framer_set_terminator_line(r.fr), 0);
+	ck_assert_int_eq(async_chat_framer_skip(r.fr), 0);
+	ck_assert_int_eq(async_chat_framer_next(r.fr, "ab\nc", 4, &ev),
+	    ASYNC_CHAT_FRAMER_SKIPPED);
+	ck_assert_uint_eq(ev.len, 1);
+	ck_assert_uint_eq(ev.consumed, 3);
+	ck_assert_int_eq(ev.matched, 0);
 	rig_free(&r);
 
 	/* a count: its remaining bytes go, then it is spent */
