@@ -204,6 +204,12 @@ changed(struct async_chat_framer *fr, enum async_chat_terminator_kind kind,
 	fr->need = 0;
 	fr->lf_phase = LF_HEADER;
 	fr->strip_left = 0;
+	/* Bytes the old terminator scanned but not handed out are framed
+	 * again; only a frame whose last byte is out still ends first. */
+	if (fr->todo > 0) {
+		fr->todo = 0;
+		fr->have_end = 0;
+	}
 	reset_scan(fr);
 }
 
