@@ -723,7 +723,6 @@ end_frame(struct async_chat_framer *fr, struct span *sp,
 	fr->scanned = fr->scanned > fr->term_len ?
 	    fr->scanned - fr->term_len : 0;
 	ev->len = fr->term_len;
-	ev->matched = fr->matched;
 	fr->have_end = 0;
 	fr->frame_bytes = 0;
 	if (fr->kind == ASYNC_CHAT_TERM_LENGTH)
@@ -732,6 +731,7 @@ end_frame(struct async_chat_framer *fr, struct span *sp,
 		fr->skipping = 0;
 		return emit(fr, ev, ASYNC_CHAT_FRAMER_SKIPPED);
 	}
+	ev->matched = fr->matched;
 	return emit(fr, ev, ASYNC_CHAT_FRAMER_END);
 }
 
