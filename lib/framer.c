@@ -717,9 +717,11 @@ end_frame(struct async_chat_framer *fr, struct span *sp,
 	t -= c;
 	if (t > sp->len) /* the caller dropped bytes it had not consumed */
 		t = sp->len;
-	sp->p += t;
-	sp->len -= t;
-	ev->consumed += t;
+	if (t > 0) { /* the span may be NULL, 0 */
+		sp->p += t;
+		sp->len -= t;
+		ev->consumed += t;
+	}
 	fr->scanned = fr->scanned > fr->term_len ?
 	    fr->scanned - fr->term_len : 0;
 	ev->len = fr->term_len;
