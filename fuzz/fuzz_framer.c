@@ -10,6 +10,7 @@
  *   flags, alphabet, nsteps, steps..., [bound, raise], [tape], chunk
  *   plan, stream (the rest of the input).
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +152,8 @@ decode_step(struct rd *r, struct input *in, struct step_ex *ex)
 		memset(&lf, 0, sizeof(lf));
 		lf.width = widths[x & 7];
 		lf.little_endian = lf.width != 0 && (x & 8);
-		lf.offset = (x >> 4) & 3;
+		/* offsets 0, 1, 2 and one past the framer's inline room */
+		lf.offset = ((x >> 4) & 3) == 3 ? 21 : (x >> 4) & 3;
 		/* adjust -16..15, or "the value counts the header" */
 		lf.adjust = (x & 0x40) ? -(int64_t)(lf.offset +
 		                                 (lf.width ? lf.width : 1))
@@ -593,11 +595,13 @@ check_event(struct run *r, int rc, const struct async_chat_framer_event *ev,
 		break;
 	case ASYNC_CHAT_FRAMER_TOO_LONG:
 		if (r->fr->max_frame == 0 || ev->len <= r->fr->max_frame ||
-		    (ev->consumed != 0 && !is_length(r)))
+		    (ev->consumed != 0 && !is_length(r)) ||
+		    async_chat__framer_stuck(r->fr) != 1)
 			fail("TOO_LONG wrong", r);
 		break;
 	case ASYNC_CHAT_FRAMER_LENGTH_ERROR:
-		if (!is_length(r) || ev->len != 0)
+		if (!is_length(r) || ev->len != 0 ||
+		    async_chat__framer_stuck(r->fr) != 2)
 			fail("LENGTH_ERROR wrong", r);
 		break;
 	default:
@@ -799,6 +803,10 @@ pump(struct run *r, int finish)
 				apply_step(r, ex);
 			} else {
 				r->lerr = 1;
+				/* sticky at the end of input too */
+				if (async_chat_framer_finish(r->fr, &ev) !=
+				    ASYNC_CHAT_FRAMER_LENGTH_ERROR)
+					fail("finish forgot a length error", r);
 			}
 			break;
 		}
@@ -823,8 +831,10 @@ pump(struct run *r, int finish)
 static const size_t chunk_size[16] = {
     1, 1, 1, 2, 2, 3, 4, 5, 7, 8, 13, 16, 31, 64, 200, 1000};
 
+/* Run the input on fr (new, or reset after an earlier run). */
 static void
-run_input(const struct input *in, const struct fm_result *m)
+run_input(const struct input *in, const struct fm_result *m,
+    struct async_chat_framer *fr)
 {
 	const struct step_ex *ex;
 	struct async_chat_framer_event ev;
@@ -835,7 +845,7 @@ run_input(const struct input *in, const struct fm_result *m)
 	r.in = in;
 	r.m = m;
 	r.budget = STOP_BUDGET;
-	r.fr = async_chat_framer_new();
+	r.fr = fr;
 	r.got = malloc(in->len + 1);
 	r.end = malloc((m->n + 1) * sizeof(*r.end));
 	r.matched = malloc((m->n + 1) * sizeof(*r.matched));
@@ -847,6 +857,8 @@ run_input(const struct input *in, const struct fm_result *m)
 	ex = step_for(in, 0);
 	if (ex != NULL)
 		apply_step(&r, ex);
+	else if (async_chat_framer_set_terminator_none(r.fr) != 0)
+		fail("set_terminator_none failed", &r);
 	async_chat_framer_set_max_frame(r.fr, in->bound);
 
 	while (r.fed < in->len) {
@@ -885,12 +897,111 @@ run_input(const struct input *in, const struct fm_result *m)
 	                   r.nframes != m->n))
 		fail("a second finish changed something", &r);
 
-	async_chat_framer_free(r.fr);
 	free(r.got);
 	free(r.end);
 	free(r.matched);
 	free(r.skipped);
 	free(r.chunk_end);
+}
+
+/* The length-field encoder on the script's specs: its header, decoded by
+ * a framer, announces the payload; its errors are as documented. */
+static void
+check_encode(const struct input *in)
+{
+	unsigned char h[64];
+	size_t i, k;
+
+	for (i = 0; i < in->nsteps; i++) {
+		const struct fm_term *t = &in->ex[i].step.term;
+		struct async_chat_length_field lf;
+		struct async_chat_framer *fr;
+		struct async_chat_framer_event ev;
+		struct async_chat_terminator got;
+		uint64_t payload = in->len * 37 + i * 1000003u;
+		ev_ssize_t n;
+
+		if (t->kind != ASYNC_CHAT_TERM_LENGTH)
+			continue;
+		lf = t->lf;
+		if (i & 1)
+			payload <<= 40;
+		n = async_chat_length_field_encode(&lf, payload, h, sizeof(h));
+		if (n < 0) {
+			if (errno != ERANGE)
+				abort();
+			continue;
+		}
+		for (k = 0; k < lf.offset; k++)
+			if (h[k] != 0)
+				abort();
+		errno = 0;
+		if (async_chat_length_field_encode(&lf, payload, h,
+		        (size_t)n - 1) != -1 || errno != ENOBUFS)
+			abort();
+		if (payload > UINT64_MAX - (uint64_t)n)
+			continue;
+		lf.strip = (uint64_t)n;
+		fr = async_chat_framer_new();
+		if (fr == NULL ||
+		    async_chat_framer_set_terminator_length(fr, &lf) != 0)
+			abort();
+		k = (size_t)async_chat_framer_next(fr, h, (size_t)n, &ev);
+		async_chat_framer_get_terminator(fr, &got);
+		if (ev.consumed != (size_t)n ||
+		    k != (payload ? ASYNC_CHAT_FRAMER_NEED_MORE
+		                  : ASYNC_CHAT_FRAMER_END) ||
+		    got.count != payload) {
+			fprintf(stderr, "fuzz_framer: encode round trip of "
+			                "%llu\n",
+			    (unsigned long long)payload);
+			abort();
+		}
+		async_chat_framer_free(fr);
+	}
+}
+
+/* Arguments the API refuses, once per process. */
+static void
+check_refusals(void)
+{
+	static int done;
+	struct async_chat_framer *fr;
+	struct async_chat_framer_event ev;
+	struct async_chat_terminator t;
+	struct async_chat_length_field lf;
+	const void *alt[1] = {"x"};
+	size_t len[1] = {1}, zero[1] = {0};
+	unsigned char out[16];
+
+	if (done++)
+		return;
+	fr = async_chat_framer_new();
+	memset(&lf, 0, sizeof(lf));
+	if (fr == NULL ||
+	    async_chat_framer_next(NULL, NULL, 0, &ev) != -1 ||
+	    async_chat_framer_next(fr, NULL, 1, &ev) != -1 ||
+	    async_chat_framer_finish(fr, NULL) != -1 ||
+	    async_chat_framer_get_terminator(NULL, &t) != -1 ||
+	    async_chat_framer_set_max_frame(NULL, 1) != -1 ||
+	    async_chat_framer_skip(NULL) != -1 ||
+	    async_chat_framer_set_terminator(NULL, "x", 1) != -1 ||
+	    async_chat_framer_set_terminator(fr, NULL, 1) != -1 ||
+	    async_chat_framer_set_terminator_count(NULL, 1) != -1 ||
+	    async_chat_framer_set_terminator_none(NULL) != -1 ||
+	    async_chat_framer_set_terminator_line(NULL) != -1 ||
+	    async_chat_framer_set_terminators(NULL, alt, len, 1) != -1 ||
+	    async_chat_framer_set_terminators(fr, alt, zero, 1) != -1 ||
+	    async_chat_framer_set_terminator_length(NULL, &lf) != -1 ||
+	    async_chat_length_field_encode(&lf, 1, NULL, 16) != -1)
+		abort();
+	lf.reserved[0] = 1;
+	if (async_chat_framer_set_terminator_length(fr, &lf) != -1 ||
+	    async_chat_length_field_encode(&lf, 1, out, 16) != -1)
+		abort();
+	async_chat_framer_free(fr);
+	async_chat_framer_free(NULL);
+	async_chat_framer_reset(NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -901,10 +1012,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct input in;
 	struct fm_result m;
 
+	struct async_chat_framer *fr;
+
+	check_refusals();
 	decode(data, size, &in);
 	if (fm_run(in.steps, in.nsteps, in.stream, in.len, &m) != 0)
 		abort();
-	run_input(&in, &m);
+	fr = async_chat_framer_new();
+	if (fr == NULL)
+		abort();
+	run_input(&in, &m, fr);
+	/* The same framer, reset, frames the input again alike. */
+	async_chat_framer_reset(fr);
+	run_input(&in, &m, fr);
+	async_chat_framer_free(fr);
+	check_encode(&in);
 	fm_result_free(&m);
 	free(in.stream);
 	return 0;
