@@ -196,6 +196,7 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 	const struct fm_step *step;
 	uint64_t left = 0; /* TERM_COUNT: bytes still missing */
 	size_t start = 0, i, j;
+	size_t taken = 0; /* the end of a header that was recovered from */
 	int recovered = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -237,6 +238,10 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 					out->error = 1;
 					out->err_off = start;
 					out->err_len = hdr;
+					/* the framer still holds the bytes an
+					 * earlier header took there */
+					if (taken > start + hdr)
+						out->err_len = taken - start;
 					out->tail_off = start;
 					out->tail_begin = start;
 					out->tail_len = 0;
@@ -244,6 +249,7 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 				}
 				/* framed again from the header's first byte */
 				recovered = 1;
+				taken = start + hdr;
 				out->recovered = 1;
 				out->recovered_at = start;
 				term = &step->term;

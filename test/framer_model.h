@@ -64,7 +64,8 @@ struct fm_result {
 	size_t tail_off, tail_len;
 	size_t tail_begin; /* where the unended frame begins */
 	/* A length error ended the run: the header starts at err_off and
-	 * its err_len bytes are all that the framer may take of it. */
+	 * its err_len bytes are all that the framer may take of it (those
+	 * of an earlier header there, recovered from, if that was longer). */
 	int error;
 	size_t err_off, err_len;
 	/* A length error was recovered from by the FM_LENGTH_ERROR step at
