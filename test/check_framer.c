@@ -2674,6 +2674,9 @@ lin_run(const void *term, size_t tlen, const char *pat, uint64_t size)
 
 	ck_assert_ptr_nonnull(fr);
 	ck_assert_int_eq(async_chat_framer_set_terminator(fr, term, tlen), 0);
+	/* whole repeats, so that the frame's last bytes and the terminator
+	 * make no earlier match, whatever ASYNCHAT_TEST_SCALE says */
+	size -= size % l.plen;
 	for (i = 0; i < size; i++) {
 		lin_span(fr, &l, &l.pat[i % l.plen], 1);
 		if (carry_rest(fr) >= tlen)
