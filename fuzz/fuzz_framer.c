@@ -711,6 +711,19 @@ step(struct run *r, struct async_chat_framer_event *ev)
 	return rc;
 }
 
+/* What the framer has taken of a length-field frame once its header is
+ * complete: the header, or the longer one recovered from there. */
+static size_t
+header_end(const struct fm_result *m, const struct fm_frame *f)
+{
+	size_t end = f->begin + f->hdr;
+
+	if (m->recovered && m->recovered_at == f->begin &&
+	    m->recovered_end > end)
+		end = m->recovered_end;
+	return end;
+}
+
 /* The bound was hit: check where, then raise it, drop it, or skip. */
 static void
 too_long(struct run *r, const struct async_chat_framer_event *ev)
@@ -724,8 +737,7 @@ too_long(struct run *r, const struct async_chat_framer_event *ev)
 		    (r->nframes < r->m->n && ev->len != len))
 			fail("length field's bound hit in the wrong place", r);
 		if (r->nframes < r->m->n &&
-		    r->pos != r->m->frame[r->nframes].begin +
-		                  r->m->frame[r->nframes].hdr)
+		    r->pos != header_end(r->m, &r->m->frame[r->nframes]))
 			fail("bytes past the header taken at TOO_LONG", r);
 	} else if (cur_len(r) != r->fr->max_frame || len <= cur_len(r) ||
 	           ev->len != cur_len(r) + 1) {

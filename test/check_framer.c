@@ -2332,7 +2332,11 @@ bound_pump(struct rig *r, const struct fm_result *m, int finish, uint64_t *rng,
 			FAST_ASSERT(async_chat_framer_frame_length(r->fr) == 0);
 			FAST_ASSERT(r->too_long_len == f->len);
 			FAST_ASSERT(f->len > r->fr->max_frame);
-			FAST_ASSERT(r->pos == f->begin + f->hdr);
+			/* the header (or the longer one recovered from) */
+			FAST_ASSERT(r->pos == f->begin + f->hdr ||
+			    (m->recovered && m->recovered_at == f->begin &&
+			        r->pos == m->recovered_end &&
+			        m->recovered_end > f->begin + f->hdr));
 			/* the body bytes still missing, all of them */
 			FAST_ASSERT(t.count == f->len +
 			    ((const struct async_chat_length_field *)t.bytes)->strip -

@@ -250,6 +250,7 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 				/* framed again from the header's first byte */
 				recovered = 1;
 				taken = start + hdr;
+				out->recovered_end = taken;
 				out->recovered = 1;
 				out->recovered_at = start;
 				term = &step->term;

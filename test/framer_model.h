@@ -72,6 +72,7 @@ struct fm_result {
 	 * header offset recovered_at (the run went on). */
 	int recovered;
 	size_t recovered_at;
+	size_t recovered_end; /* where that header ended */
 };
 
 /* Terminator constructors; they keep the pointers, not copies. */
