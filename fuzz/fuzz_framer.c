@@ -519,8 +519,10 @@ on_data(struct run *r, const struct async_chat_framer_event *ev)
 	if (t.kind == ASYNC_CHAT_TERM_COUNT && !r->count_spent && !r->skipping &&
 	    cur_len(r) + t.count != r->count_set)
 		fail("count after DATA is not what is missing", r);
-	/* Raised between calls, the bound lets the rest through. */
-	if (r->fr->max_frame != 0 && tape_bits(r, 2) == 3)
+	/* Raised between calls, the bound lets the rest through (a bound
+	 * set to a huge length field's size stays). */
+	if (r->fr->max_frame != 0 && r->fr->max_frame < UINT64_MAX / 2 &&
+	    tape_bits(r, 2) == 3)
 		async_chat_framer_set_max_frame(
 		    r->fr, r->fr->max_frame + 1 + tape_bits(r, 3));
 }
@@ -754,9 +756,11 @@ too_long(struct run *r, const struct async_chat_framer_event *ev)
 	} else if ((is_length(r) && r->fr->lf_phase == LF_CHECK) ||
 	           (r->in->raise & 0x40)) {
 		async_chat_framer_set_max_frame(r->fr, ev->len);
-	} else {
+	} else if (r->fr->max_frame < UINT64_MAX / 2) {
 		async_chat_framer_set_max_frame(
 		    r->fr, r->fr->max_frame + 1 + r->in->raise % 16);
+	} else {
+		async_chat_framer_set_max_frame(r->fr, ev->len);
 	}
 }
 
