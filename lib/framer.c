@@ -1039,7 +1039,9 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 			q = memchr(q, tb[0], (size_t)(end - q) - t + 1);
 			if (q == NULL)
 				return 0;
-			if (memcmp(q + 1, tb + 1, t - 1) == 0)
+			if (t == 1 || (q[1] == tb[1] &&
+					  (t == 2 ||
+					      memcmp(q + 2, tb + 2, t - 2) == 0)))
 				break;
 		}
 		if ((size_t)(end - q) < t)
@@ -1134,6 +1136,21 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 	sp.len = len;
 	if (fr->have_end && fr->todo == 0) /* the usual second call */
 		return end_frame(fr, &sp, ev);
+	if (len > 0) {
+		size_t flen;
+
+		/* A whole frame in the span: its bytes at once. */
+		if (async_chat__framer_fast(fr, data, len, &flen)) {
+			if (flen == 0)
+				return end_frame(fr, &sp, ev);
+			fr->too_long = 0;
+			ev->kind = ASYNC_CHAT_FRAMER_DATA;
+			ev->data = data;
+			ev->len = flen;
+			ev->consumed = flen;
+			return ASYNC_CHAT_FRAMER_DATA;
+		}
+	}
 	return next_event(fr, &sp, ev);
 }
 
