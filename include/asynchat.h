@@ -1016,13 +1016,15 @@ struct async_chat_listener *async_chat_listener_new_flags(
  *
  * @param family AF_INET, AF_INET6 or AF_UNSPEC (either)
  * @param host the name or numeric address, or NULL
- * @param port a decimal port ("0" picks a free port) or a service name
+ * @param port a decimal port from "0" (a free port) to "65535", or a
+ *   service name ("http")
  * @param flags 0 or ASYNC_CHAT_LISTEN_* flags
  * @param backlog as async_chat_listener_new()
  * @param dns_error if not NULL, set to the resolver's EVUTIL_EAI_* code
  *   when resolving fails (evutil_gai_strerror() names it), else to 0
  * @return the listener, or NULL with errno EINVAL (NULL base, port or
- *   handle_accept, family not AF_INET, AF_INET6 or AF_UNSPEC, an unknown
+ *   handle_accept, an empty port, a number that is not a port ("70000",
+ *   "80x"), family not AF_INET, AF_INET6 or AF_UNSPEC, an unknown
  *   flag, backlog < -1), ENOENT (resolving failed: see *dns_error),
  *   EADDRNOTAVAIL (the name has no address of the family), ENOMEM, or the
  *   error of the last address tried as for async_chat_listener_new_flags()

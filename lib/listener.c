@@ -304,6 +304,28 @@ bind_first(const struct evutil_addrinfo *res, int family, unsigned flags,
 	return -1;
 }
 
+/* A port that begins with a digit is a number, 0 to 65535: getaddrinfo()
+ * would take 70000 as 4464. */
+static int
+bad_port(const char *port)
+{
+	unsigned long n = 0;
+	const char *p;
+
+	if (port == NULL || *port == '\0')
+		return 1;
+	if (*port < '0' || *port > '9')
+		return 0;
+	for (p = port; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return 1;
+		n = n * 10 + (unsigned long)(*p - '0');
+		if (n > 65535)
+			return 1;
+	}
+	return 0;
+}
+
 struct async_chat_listener *
 async_chat_listener_new_hostname(struct event_base *base, int family,
     const char *host, const char *port, unsigned flags, int backlog,
@@ -315,7 +337,7 @@ async_chat_listener_new_hostname(struct event_base *base, int family,
 
 	if (dns_error != NULL)
 		*dns_error = 0;
-	if (bad_common(base, flags, backlog, handle_accept) || port == NULL ||
+	if (bad_common(base, flags, backlog, handle_accept) || bad_port(port) ||
 	    (family != AF_INET && family != AF_INET6 && family != AF_UNSPEC)) {
 		errno = EINVAL;
 		return NULL;
