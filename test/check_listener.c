@@ -814,7 +814,7 @@ END_TEST
 struct storm {
 	struct event_base *base;
 	struct acc a;
-	evutil_socket_t cli;
+	evutil_socket_t cli, cli2;
 	struct rlimit saved;
 	int fill[512];
 	int nfill;
@@ -842,6 +842,7 @@ storm_start(struct storm *s, async_chat_accept_error_fn handler,
 	int fd;
 
 	memset(s, 0, sizeof(*s));
+	s->cli2 = -1;
 	s->base = fx_base();
 	acc_init(&s->a);
 	s->a.on_error = on_error;
@@ -871,10 +872,50 @@ storm_stop(struct storm *s)
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &s->saved), 0);
 }
 
+/* Valgrind keeps the descriptor limit itself: the kernel's accept(2)
+ * succeeds, and valgrind closes the new socket and reports EMFILE, so the
+ * waiting connection is lost. */
+static int
+under_valgrind(void)
+{
+	const char *p = getenv("LD_PRELOAD");
+
+	return p != NULL && strstr(p, "vgpreload") != NULL;
+}
+
+static int
+local_port(evutil_socket_t fd, int peer)
+{
+	struct fx_addr a;
+	socklen_t len = sizeof(a.ss);
+
+	memset(&a, 0, sizeof(a));
+	ck_assert_int_eq(peer ? getpeername(fd, FX_SA(&a), &len)
+	                      : getsockname(fd, FX_SA(&a), &len),
+	    0);
+	return port_of(&a);
+}
+
+/* Once descriptors are free the listener accepts by itself (within the
+ * back-off, at most 1 s), first the connection that waited through the
+ * storm.  Another client connects as well, for valgrind's sake. */
+static void
+storm_accepts_again(struct storm *s)
+{
+	s->cli2 = fx_tcp_client(AF_INET, fx_listener_port(s->a.l));
+	ck_assert_int_eq(tu_run_until(s->base, until_accepts, &s->a, FX_WAIT_MS),
+	    0);
+	if (!under_valgrind())
+		ck_assert_int_eq(local_port(s->a.fds[0], 1),
+		    local_port(s->cli, 0));
+}
+
 static void
 storm_end(struct storm *s)
 {
 	evutil_closesocket(s->cli);
+	if (s->cli2 >= 0)
+		evutil_closesocket(s->cli2);
 	acc_end(&s->a);
 	fx_base_free(s->base);
 }
@@ -902,9 +943,7 @@ START_TEST(test_emfile_backoff_default)
 	ck_assert_int_eq(s.a.backing_off_seen, 1);
 	storm_stop(&s);
 	/* Accepting resumes by itself once descriptors are free. */
-	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, FX_WAIT_MS),
-	    0);
-	ck_assert_int_eq(s.a.accepts, 1);
+	storm_accepts_again(&s);
 	ck_assert_int_eq(async_chat_listener_backing_off(s.a.l), 0);
 	storm_end(&s);
 }
@@ -922,9 +961,7 @@ START_TEST(test_emfile_backoff_handler)
 	ck_assert_int_eq(s.a.last_error, EMFILE);
 	ck_assert_int_eq(s.a.backing_off_seen, 1);
 	storm_stop(&s);
-	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, FX_WAIT_MS),
-	    0);
-	ck_assert_int_eq(s.a.accepts, 1);
+	storm_accepts_again(&s);
 	storm_end(&s);
 }
 END_TEST
@@ -943,8 +980,7 @@ START_TEST(test_emfile_handler_pauses)
 	fx_settle(s.base);
 	ck_assert_int_eq(s.a.accepts, 0);
 	ck_assert_int_eq(async_chat_listener_resume(s.a.l), 0);
-	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, FX_WAIT_MS),
-	    0);
+	storm_accepts_again(&s);
 	storm_end(&s);
 }
 END_TEST
@@ -960,8 +996,7 @@ START_TEST(test_emfile_handler_pause_resume)
 	ck_assert_int_lt(s.a.errors, 20);
 	ck_assert_int_eq(s.a.backing_off_seen, 1);
 	storm_stop(&s);
-	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, FX_WAIT_MS),
-	    0);
+	storm_accepts_again(&s);
 	storm_end(&s);
 }
 END_TEST
@@ -995,8 +1030,7 @@ START_TEST(test_emfile_pause_during_backoff)
 	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, 1500), -1);
 	ck_assert_int_eq(async_chat_listener_backing_off(s.a.l), 0);
 	ck_assert_int_eq(async_chat_listener_resume(s.a.l), 0);
-	ck_assert_int_eq(tu_run_until(s.base, until_accepts, &s.a, FX_WAIT_MS),
-	    0);
+	storm_accepts_again(&s);
 	storm_end(&s);
 }
 END_TEST
