@@ -83,7 +83,7 @@ cpu(void)
 
 	getrusage(RUSAGE_SELF, &ru);
 	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	    (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* The child: a connection every 10 ms for limit_s seconds. */
@@ -187,8 +187,7 @@ main(int argc, char **argv)
 	       "error handler calls %ld, accepted during storm %ld; "
 	       "after freeing descriptors: %s in %.1f ms (%ld turns)\n",
 	    seconds, with_handler ? "error handler" : "no error handler",
-	    c1 - c0, turns, (double)turns / seconds, errors,
-	    storm_accepts,
+	    c1 - c0, turns, (double)turns / seconds, errors, storm_accepts,
 	    accepts > 0 ? "accepted" : "NOT accepted", (t1 - t0) * 1000.0,
 	    turns_after);
 	kill(pid, SIGKILL);

@@ -41,12 +41,12 @@ struct async_chat_listener {
 	async_chat_accept_fn handle_accept;
 	async_chat_accept_error_fn handle_error;
 	void *arg;
-	struct event backoff;	/* ends SUSPEND_BACKOFF */
-	int backoff_ms;		/* the next back-off */
+	struct event backoff; /* ends SUSPEND_BACKOFF */
+	int backoff_ms;       /* the next back-off */
 	unsigned suspend;
-	int depth;		/* our callbacks on the stack */
-	int freed;		/* freed inside one of them */
-	char *path;		/* a Unix path we bound, removed on free */
+	int depth;  /* our callbacks on the stack */
+	int freed;  /* freed inside one of them */
+	char *path; /* a Unix path we bound, removed on free */
 	dev_t dev;
 	ino_t ino;
 };
@@ -77,8 +77,8 @@ release(struct async_chat_listener *l)
 }
 
 static void
-accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *addr, int addrlen, void *ctx)
+accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *addr,
+    int addrlen, void *ctx)
 {
 	struct async_chat_listener *l = ctx;
 
@@ -240,7 +240,8 @@ static struct async_chat_listener *
 wrap_or_close(struct event_base *base, evutil_socket_t fd,
     async_chat_accept_fn handle_accept, void *arg)
 {
-	struct async_chat_listener *l = listener_wrap(base, fd, handle_accept, arg);
+	struct async_chat_listener *l =
+	    listener_wrap(base, fd, handle_accept, arg);
 
 	if (l == NULL)
 		close_keep_errno(fd);
@@ -252,7 +253,7 @@ bad_common(struct event_base *base, unsigned flags, int backlog,
     async_chat_accept_fn handle_accept)
 {
 	return base == NULL || handle_accept == NULL || backlog < -1 ||
-	    (flags & ~(unsigned)LISTEN_FLAGS_ALL) != 0;
+	       (flags & ~(unsigned)LISTEN_FLAGS_ALL) != 0;
 }
 
 struct async_chat_listener *
@@ -296,8 +297,8 @@ bind_first(const struct evutil_addrinfo *res, int family, unsigned flags,
 		if (family != AF_UNSPEC && ai->ai_family != family)
 			continue;
 		*tried = 1;
-		fd = bind_listen(ai->ai_addr, (int)ai->ai_addrlen, flags, v6only,
-		    backlog);
+		fd = bind_listen(
+		    ai->ai_addr, (int)ai->ai_addrlen, flags, v6only, backlog);
 		if (fd >= 0)
 			return fd;
 	}
@@ -391,15 +392,14 @@ unix_path_live(const struct sockaddr_un *sun, socklen_t len)
 		return 1;
 	}
 	live = connect(fd, (const struct sockaddr *)sun, len) == 0 ||
-	    errno != ECONNREFUSED;
+	       errno != ECONNREFUSED;
 	evutil_closesocket(fd);
 	return live;
 }
 
 struct async_chat_listener *
 async_chat_listener_new_unix(struct event_base *base, const char *path,
-    unsigned flags, int backlog, async_chat_accept_fn handle_accept,
-    void *arg)
+    unsigned flags, int backlog, async_chat_accept_fn handle_accept, void *arg)
 {
 	struct async_chat_listener *l;
 	struct sockaddr_un sun;
@@ -436,7 +436,7 @@ async_chat_listener_new_unix(struct event_base *base, const char *path,
 	/* From here the path is ours: remove it on failure. */
 	if (listen_on(fd, backlog) < 0 || stat(path, &st) < 0 ||
 	    (copy = strdup(path)) == NULL) {
-		err = errno != 0 ? errno : ENOMEM;
+		err = errno;
 		evutil_closesocket(fd);
 		(void)unlink(path);
 		errno = err;

@@ -35,7 +35,7 @@ struct acc {
 	struct async_chat_listener *l;
 	int accepts, errors, last_error;
 	evutil_socket_t fds[ACC_MAX];
-	int family;            /* of the last accepted peer */
+	int family;             /* of the last accepted peer */
 	enum acc_act on_accept; /* in the first handle_accept */
 	enum acc_act on_error;  /* in every error handler call */
 	int backing_off_seen;
@@ -141,8 +141,8 @@ bound(const struct async_chat_listener *l)
 
 	memset(&a, 0, sizeof(a));
 	a.len = (int)sizeof(a.ss);
-	ck_assert_int_eq(async_chat_listener_get_address(l, FX_SA(&a), &a.len),
-	    0);
+	ck_assert_int_eq(
+	    async_chat_listener_get_address(l, FX_SA(&a), &a.len), 0);
 	return a;
 }
 
@@ -188,8 +188,8 @@ hostname_accepts(int family, const char *host, int want_family)
 	int dns_error = 12345;
 
 	acc_init(&a);
-	a.l = async_chat_listener_new_hostname(base, family, host, "0", 0, -1,
-	    acc_cb, &a, &dns_error);
+	a.l = async_chat_listener_new_hostname(
+	    base, family, host, "0", 0, -1, acc_cb, &a, &dns_error);
 	ck_assert_msg(a.l != NULL, "%s: %s", host, strerror(errno));
 	ck_assert_int_eq(dns_error, 0);
 	sa = bound(a.l);
@@ -308,8 +308,8 @@ END_TEST
 
 /* Resolving fails: ENOENT, and the resolver's code. */
 static void
-unresolved(struct event_base *base, int family, const char *host,
-    const char *port)
+unresolved(
+    struct event_base *base, int family, const char *host, const char *port)
 {
 	int e = 0;
 
@@ -346,8 +346,8 @@ START_TEST(test_flags_bad_args)
 	struct event_base *base = fx_base();
 	struct fx_addr a = fx_loopback(AF_INET, 0);
 
-	EXPECT_ERRNO(async_chat_listener_new_flags(NULL, FX_SA(&a), a.len, 0,
-	                 -1, acc_never, NULL),
+	EXPECT_ERRNO(async_chat_listener_new_flags(
+	                 NULL, FX_SA(&a), a.len, 0, -1, acc_never, NULL),
 	    EINVAL);
 	EXPECT_ERRNO(async_chat_listener_new_flags(
 	                 base, NULL, a.len, 0, -1, acc_never, NULL),
@@ -390,9 +390,8 @@ START_TEST(test_reuseport)
 
 	acc_init(&a[0]);
 	acc_init(&a[1]);
-	a[0].l = async_chat_listener_new_hostname(base[0], AF_INET,
-	    "127.0.0.1", "0", ASYNC_CHAT_LISTEN_REUSEPORT, -1, acc_cb, &a[0],
-	    NULL);
+	a[0].l = async_chat_listener_new_hostname(base[0], AF_INET, "127.0.0.1",
+	    "0", ASYNC_CHAT_LISTEN_REUSEPORT, -1, acc_cb, &a[0], NULL);
 	ck_assert_msg(a[0].l != NULL, "%s", strerror(errno));
 	sa = bound(a[0].l);
 	snprintf(port, sizeof(port), "%d", port_of(&sa));
@@ -403,16 +402,16 @@ START_TEST(test_reuseport)
 	a[1].l = async_chat_listener_new_flags(base[1], FX_SA(&sa), sa.len,
 	    ASYNC_CHAT_LISTEN_REUSEPORT, -1, acc_cb, &a[1]);
 	ck_assert_msg(a[1].l != NULL, "%s", strerror(errno));
-	ck_assert_int_eq(bound_port(a[1].l),
-	    port_of(&sa));
+	ck_assert_int_eq(bound_port(a[1].l), port_of(&sa));
 	/* Connect until each has accepted one; each connection goes to one
 	 * of them at random, so 32 leave a chance of 2^-31 to fail. */
 	for (i = 0; i < 32 && !until_each_accepted(a); i++) {
 		cli[n++] = fx_tcp_client(AF_INET, port_of(&sa));
 		/* Serve both bases until this connection is accepted (at
 		 * most FX_WAIT_MS). */
-		for (turns = 0; turns < FX_WAIT_MS &&
-		     a[0].accepts + a[1].accepts < n; turns++) {
+		for (turns = 0;
+		     turns < FX_WAIT_MS && a[0].accepts + a[1].accepts < n;
+		     turns++) {
 			event_base_loop(base[0], EVLOOP_NONBLOCK);
 			event_base_loop(base[1], EVLOOP_NONBLOCK);
 			if (a[0].accepts + a[1].accepts < n)
@@ -458,8 +457,8 @@ START_TEST(test_ipv6_only)
 		return;
 	}
 	acc_init(&a);
-	a.l = async_chat_listener_new_hostname(base, AF_INET6,
-	    "::ffff:127.0.0.1", "0", 0, -1, acc_cb, &a, NULL);
+	a.l = async_chat_listener_new_hostname(
+	    base, AF_INET6, "::ffff:127.0.0.1", "0", 0, -1, acc_cb, &a, NULL);
 	ck_assert_msg(a.l != NULL, "%s", strerror(errno));
 	sa = bound(a.l);
 	ck_assert_int_eq(sa.ss.ss_family, AF_INET6);
@@ -469,9 +468,9 @@ START_TEST(test_ipv6_only)
 	evutil_closesocket(cli);
 	acc_end(&a);
 
-	EXPECT_ERRNO(async_chat_listener_new_hostname(base, AF_INET6,
-	                 "::ffff:127.0.0.1", "0", ASYNC_CHAT_LISTEN_IPV6_ONLY,
-	                 -1, acc_never, NULL, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_hostname(base, AF_INET6, "::ffff:127.0.0.1",
+	        "0", ASYNC_CHAT_LISTEN_IPV6_ONLY, -1, acc_never, NULL, NULL),
 	    EINVAL);
 	/* On ::1 the option is set, by both constructors. */
 	l = async_chat_listener_new_hostname(base, AF_INET6, "::1", "0",
@@ -578,8 +577,8 @@ START_TEST(test_unix_connect)
 
 	tmpdir_make(&t);
 	fx_init(&c, NULL);
-	l = async_chat_listener_new_unix(c.base, t.path, 0, -1,
-	    accept_as_peer, &c);
+	l = async_chat_listener_new_unix(
+	    c.base, t.path, 0, -1, accept_as_peer, &c);
 	ck_assert_msg(l != NULL, "%s", strerror(errno));
 	c.listener = l; /* fx_end() frees it */
 	ck_assert_int_eq(lstat(t.path, &st), 0);
@@ -644,8 +643,8 @@ START_TEST(test_unix_existing_path)
 	ck_assert(S_ISSOCK(st2.st_mode));
 
 	/* Live: refused, and the first listener still serves its path. */
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 base, t.path, 0, -1, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(base, t.path, 0, -1, acc_never, NULL),
 	    EADDRINUSE);
 	cli = socket(AF_UNIX, SOCK_STREAM, 0);
 	ck_assert_int_ge(cli, 0);
@@ -667,16 +666,16 @@ START_TEST(test_unix_existing_path)
 	fd = open(t.path, O_WRONLY | O_CREAT | O_EXCL, 0600);
 	ck_assert_int_ge(fd, 0);
 	close(fd);
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 base, t.path, 0, -1, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(base, t.path, 0, -1, acc_never, NULL),
 	    EADDRINUSE);
 	ck_assert_int_eq(lstat(t.path, &st), 0);
 	ck_assert(S_ISREG(st.st_mode));
 	/* A directory neither. */
 	ck_assert_int_eq(unlink(t.path), 0);
 	ck_assert_int_eq(mkdir(t.path, 0700), 0);
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 base, t.path, 0, -1, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(base, t.path, 0, -1, acc_never, NULL),
 	    EADDRINUSE);
 	ck_assert_int_eq(rmdir(t.path), 0);
 	tmpdir_remove(&t);
@@ -692,8 +691,8 @@ START_TEST(test_unix_bad_args)
 	char missing[192];
 
 	tmpdir_make(&t);
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 NULL, t.path, 0, -1, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(NULL, t.path, 0, -1, acc_never, NULL),
 	    EINVAL);
 	EXPECT_ERRNO(
 	    async_chat_listener_new_unix(base, NULL, 0, -1, acc_never, NULL),
@@ -707,8 +706,8 @@ START_TEST(test_unix_bad_args)
 	EXPECT_ERRNO(async_chat_listener_new_unix(base, t.path,
 	                 ASYNC_CHAT_LISTEN_REUSEPORT, -1, acc_never, NULL),
 	    EINVAL);
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 base, t.path, 0, -2, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(base, t.path, 0, -2, acc_never, NULL),
 	    EINVAL);
 	memset(longpath, 'x', sizeof(longpath) - 1);
 	longpath[0] = '/';
@@ -717,8 +716,8 @@ START_TEST(test_unix_bad_args)
 	                 base, longpath, 0, -1, acc_never, NULL),
 	    ENAMETOOLONG);
 	snprintf(missing, sizeof(missing), "%s/no-such-dir/sock", t.dir);
-	EXPECT_ERRNO(async_chat_listener_new_unix(
-	                 base, missing, 0, -1, acc_never, NULL),
+	EXPECT_ERRNO(
+	    async_chat_listener_new_unix(base, missing, 0, -1, acc_never, NULL),
 	    ENOENT);
 	ck_assert(!path_exists(t.path));
 	tmpdir_remove(&t);
@@ -733,7 +732,8 @@ END_TEST
 static void
 refused_fd(struct event_base *base, evutil_socket_t fd, int want)
 {
-	EXPECT_ERRNO(async_chat_listener_new_fd(base, fd, acc_never, NULL), want);
+	EXPECT_ERRNO(
+	    async_chat_listener_new_fd(base, fd, acc_never, NULL), want);
 	/* Not closed on failure. */
 	ck_assert_int_ne(fcntl(fd, F_GETFD), -1);
 	close(fd);
@@ -835,8 +835,8 @@ count_turn(void *arg)
 /* A listener with a connection waiting in its backlog, and no descriptor
  * left for accept(2): it fails with EMFILE for as long as that lasts. */
 static void
-storm_start(struct storm *s, async_chat_accept_error_fn handler,
-    enum acc_act on_error)
+storm_start(
+    struct storm *s, async_chat_accept_error_fn handler, enum acc_act on_error)
 {
 	struct rlimit rl;
 	int fd;
@@ -903,11 +903,11 @@ static void
 storm_accepts_again(struct storm *s)
 {
 	s->cli2 = fx_tcp_client(AF_INET, fx_listener_port(s->a.l));
-	ck_assert_int_eq(tu_run_until(s->base, until_accepts, &s->a, FX_WAIT_MS),
-	    0);
+	ck_assert_int_eq(
+	    tu_run_until(s->base, until_accepts, &s->a, FX_WAIT_MS), 0);
 	if (!under_valgrind())
-		ck_assert_int_eq(local_port(s->a.fds[0], 1),
-		    local_port(s->cli, 0));
+		ck_assert_int_eq(
+		    local_port(s->a.fds[0], 1), local_port(s->cli, 0));
 }
 
 static void
@@ -928,8 +928,8 @@ storm_second(struct storm *s)
 {
 	s->turns = 0;
 	ck_assert_int_eq(tu_run_until(s->base, count_turn, s, 1000), -1);
-	ck_assert_msg(s->turns < 200, "%ld loop turns in 1 s of EMFILE",
-	    s->turns);
+	ck_assert_msg(
+	    s->turns < 200, "%ld loop turns in 1 s of EMFILE", s->turns);
 }
 
 /* With no error handler (the default). */
