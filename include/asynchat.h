@@ -1041,8 +1041,9 @@ struct async_chat_listener *async_chat_listener_new_hostname(
  *
  * If path exists already: a socket that no listener has open any more
  * (a connect to it is refused, as after a crash) is removed and replaced;
- * a socket that a listener has open, or anything that is not a socket,
- * is left alone and the call fails with EADDRINUSE.  The socket is made
+ * a socket that a listener has open (that listener sees the test as a
+ * connection closed at once), or anything that is not a socket, is left
+ * alone and the call fails with EADDRINUSE.  The socket is made
  * with the process's umask.  async_chat_listener_free() removes path if
  * it is still this listener's socket (the same file), so a process that
  * forks should free the listener in one process only.

@@ -380,7 +380,7 @@ async_chat_listener_new_hostname(struct event_base *base, int family,
 /* Whether a Unix socket at path has a listener behind it: a refused
  * connect means a stale file left by a listener that has gone. */
 static int
-unix_path_live(const struct sockaddr_un *sun, socklen_t len)
+unix_path_live(const struct sockaddr_un *sa_un, socklen_t len)
 {
 	evutil_socket_t fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	int live;
@@ -391,7 +391,7 @@ unix_path_live(const struct sockaddr_un *sun, socklen_t len)
 		evutil_closesocket(fd);
 		return 1;
 	}
-	live = connect(fd, (const struct sockaddr *)sun, len) == 0 ||
+	live = connect(fd, (const struct sockaddr *)sa_un, len) == 0 ||
 	       errno != ECONNREFUSED;
 	evutil_closesocket(fd);
 	return live;
@@ -402,7 +402,7 @@ async_chat_listener_new_unix(struct event_base *base, const char *path,
     unsigned flags, int backlog, async_chat_accept_fn handle_accept, void *arg)
 {
 	struct async_chat_listener *l;
-	struct sockaddr_un sun;
+	struct sockaddr_un sa_un;
 	struct stat st;
 	size_t n;
 	socklen_t len;
@@ -415,23 +415,23 @@ async_chat_listener_new_unix(struct event_base *base, const char *path,
 		errno = EINVAL;
 		return NULL;
 	}
-	if ((n = strlen(path)) >= sizeof(sun.sun_path)) {
+	if ((n = strlen(path)) >= sizeof(sa_un.sun_path)) {
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, path, n + 1);
+	memset(&sa_un, 0, sizeof(sa_un));
+	sa_un.sun_family = AF_UNIX;
+	memcpy(sa_un.sun_path, path, n + 1);
 	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
 	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode) || unix_path_live(&sun, len)) {
+		if (!S_ISSOCK(st.st_mode) || unix_path_live(&sa_un, len)) {
 			errno = EADDRINUSE;
 			return NULL;
 		}
 		if (unlink(path) < 0 && errno != ENOENT)
 			return NULL;
 	}
-	if ((fd = bind_socket((struct sockaddr *)&sun, (int)len, 0, -1)) < 0)
+	if ((fd = bind_socket((struct sockaddr *)&sa_un, (int)len, 0, -1)) < 0)
 		return NULL;
 	/* From here the path is ours: remove it on failure. */
 	if (listen_on(fd, backlog) < 0 || stat(path, &st) < 0 ||

@@ -522,13 +522,13 @@ static struct fx_addr
 unix_addr(const char *path)
 {
 	struct fx_addr a;
-	struct sockaddr_un *sun = (struct sockaddr_un *)&a.ss;
+	struct sockaddr_un *sa_un = (struct sockaddr_un *)&a.ss;
 
 	memset(&a, 0, sizeof(a));
-	sun->sun_family = AF_UNIX;
-	ck_assert_uint_lt(strlen(path), sizeof(sun->sun_path));
-	strcpy(sun->sun_path, path);
-	a.len = (int)sizeof(*sun);
+	sa_un->sun_family = AF_UNIX;
+	ck_assert_uint_lt(strlen(path), sizeof(sa_un->sun_path));
+	strcpy(sa_un->sun_path, path);
+	a.len = (int)sizeof(*sa_un);
 	return a;
 }
 
