@@ -832,15 +832,28 @@ count_turn(void *arg)
 	return 0;
 }
 
+/* Every descriptor under a lower limit taken (those above it that are
+ * open stay usable, but none can be made). */
+static void
+storm_fill(struct storm *s)
+{
+	struct rlimit rl = s->saved;
+	int fd;
+
+	rl.rlim_cur = 256;
+	ck_assert_uint_le(rl.rlim_cur, s->saved.rlim_cur);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	while (s->nfill < 512 && (fd = open("/dev/null", O_RDONLY)) >= 0)
+		s->fill[s->nfill++] = fd;
+	ck_assert_int_eq(errno, EMFILE);
+}
+
 /* A listener with a connection waiting in its backlog, and no descriptor
  * left for accept(2): it fails with EMFILE for as long as that lasts. */
 static void
 storm_start(
     struct storm *s, async_chat_accept_error_fn handler, enum acc_act on_error)
 {
-	struct rlimit rl;
-	int fd;
-
 	memset(s, 0, sizeof(*s));
 	s->cli2 = -1;
 	s->base = fx_base();
@@ -852,15 +865,7 @@ storm_start(
 		    async_chat_listener_set_error_handler(s->a.l, handler), 0);
 	s->cli = fx_tcp_client(AF_INET, fx_listener_port(s->a.l));
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &s->saved), 0);
-	/* Every descriptor under the new limit taken (those above it that
-	 * are open stay usable, but none can be made). */
-	rl = s->saved;
-	rl.rlim_cur = 256;
-	ck_assert_uint_le(rl.rlim_cur, s->saved.rlim_cur);
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-	while (s->nfill < 512 && (fd = open("/dev/null", O_RDONLY)) >= 0)
-		s->fill[s->nfill++] = fd;
-	ck_assert_int_eq(errno, EMFILE);
+	storm_fill(s);
 }
 
 /* Free the descriptors again. */
@@ -962,6 +967,39 @@ START_TEST(test_emfile_backoff_handler)
 	ck_assert_int_eq(s.a.backing_off_seen, 1);
 	storm_stop(&s);
 	storm_accepts_again(&s);
+	storm_end(&s);
+}
+END_TEST
+
+static int
+until_errors(void *arg)
+{
+	return ((struct acc *)arg)->errors >= 3;
+}
+
+/* A successful accept starts the back-off again from its first delay:
+ * after a storm long enough to reach the 1 s cap, a second storm gets
+ * several errors (10, 20, 40 ms...) before one would come at the cap. */
+START_TEST(test_emfile_backoff_resets)
+{
+	struct storm s;
+	evutil_socket_t cli3;
+
+	storm_start(&s, acc_error, ACT_NONE);
+	ck_assert_int_eq(tu_run_until(s.base, NULL, NULL, 2500), -1);
+	/* The 8th error comes after 10 + 20 + ... + 640 ms: the delay is at
+	 * the cap, and without the reset the next three errors would take
+	 * 3 s. */
+	ck_assert_int_ge(s.a.errors, 7);
+	storm_stop(&s);
+	storm_accepts_again(&s);
+	/* A new connection waits, and descriptors run out again. */
+	cli3 = fx_tcp_client(AF_INET, fx_listener_port(s.a.l));
+	storm_fill(&s);
+	s.a.errors = 0;
+	ck_assert_int_eq(tu_run_until(s.base, until_errors, &s.a, 900), 0);
+	storm_stop(&s);
+	evutil_closesocket(cli3);
 	storm_end(&s);
 }
 END_TEST
@@ -1148,6 +1186,7 @@ add_backoff(TCase *tc)
 {
 	tcase_add_test(tc, test_emfile_backoff_default);
 	tcase_add_test(tc, test_emfile_backoff_handler);
+	tcase_add_test(tc, test_emfile_backoff_resets);
 	tcase_add_test(tc, test_emfile_handler_pauses);
 	tcase_add_test(tc, test_emfile_handler_pause_resume);
 	tcase_add_test(tc, test_emfile_handler_frees);
