@@ -931,8 +931,9 @@ int async_chat_connected(const struct async_chat *chat);
  * after each error in a row, at most 1 s, and back to 10 ms once an
  * accept succeeds.  When the delay is over it accepts again by itself:
  * connections wait in the backlog meanwhile.  A storm of errors so costs
- * at most about a hundred accept calls a second, and accepting comes back
- * within a second of descriptors being free.  The error handler, if set,
+ * seven failed accept calls in its first second and one a second after
+ * that, and accepting comes back within a second of descriptors being
+ * free.  The error handler, if set,
  * is told of each error first; the back-off follows unless it paused or
  * freed the listener.
  */
