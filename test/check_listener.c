@@ -985,6 +985,10 @@ START_TEST(test_emfile_backoff_resets)
 	struct storm s;
 	evutil_socket_t cli3;
 
+	/* Under valgrind the first failed accept drops the connection (see
+	 * under_valgrind()), so no storm lasts. */
+	if (under_valgrind())
+		return;
 	storm_start(&s, acc_error, ACT_NONE);
 	ck_assert_int_eq(tu_run_until(s.base, NULL, NULL, 2500), -1);
 	/* The 8th error comes after 10 + 20 + ... + 640 ms: the delay is at
