@@ -915,6 +915,27 @@ int async_chat_connected(const struct async_chat *chat);
 
 /*
  * The listener: asyncore's accepting dispatcher
+ *
+ * A listener accepts connections on a listening socket in the event loop
+ * and hands each one to handle_accept.  It is made on an address
+ * (async_chat_listener_new(), async_chat_listener_new_flags()), a host
+ * name and port (async_chat_listener_new_hostname()), a Unix-domain path
+ * (async_chat_listener_new_unix()) or a socket already listening
+ * (async_chat_listener_new_fd()).  A channel connects to any of them
+ * with async_chat_connect(), a struct sockaddr_un included.
+ *
+ * ACCEPT ERRORS BACK OFF.  libevent retries EINTR, EAGAIN and
+ * ECONNABORTED at once, by itself.  Any other accept(2) failure (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM...) would fail again at once, so the listener
+ * stops accepting for a while: 10 ms after the first error, twice as long
+ * after each error in a row, at most 1 s, and back to 10 ms once an
+ * accept succeeds.  When the delay is over it accepts again by itself:
+ * connections wait in the backlog meanwhile.  A storm of errors so costs
+ * seven failed accept calls in its first second and one a second after
+ * that, and accepting comes back within a second of descriptors being
+ * free.  The error handler, if set,
+ * is told of each error first; the back-off follows unless it paused or
+ * freed the listener.
  */
 
 /** Called for each accepted connection with a non-blocking socket that
@@ -922,45 +943,156 @@ int async_chat_connected(const struct async_chat *chat);
 typedef void (*async_chat_accept_fn)(struct async_chat_listener *listener,
     evutil_socket_t fd, const struct sockaddr *addr, int addrlen, void *arg);
 
-/** Called when accept(2) fails (err is its errno, e.g. EMFILE); the
- * listener keeps listening unless paused or freed. */
+/** Called when accept(2) fails with an error other than EINTR, EAGAIN or
+ * ECONNABORTED (err is its errno, e.g. EMFILE).  Every API call may be
+ * made in it.  When it returns, the listener backs off (see "ACCEPT ERRORS
+ * BACK OFF" above) unless the handler has freed it or paused it
+ * (async_chat_listener_pause()): after a pause the listener stays paused
+ * until async_chat_listener_resume(), with no back-off of its own. */
 typedef void (*async_chat_accept_error_fn)(struct async_chat_listener *listener,
     int err, void *arg);
+
+/** @name Listener flags (since 0.2)
+ * For async_chat_listener_new_flags() and
+ * async_chat_listener_new_hostname(); other bits fail with EINVAL. */
+/**@{*/
+/** SO_REUSEPORT: several listeners, in one process (one per event_base,
+ * say) or in several, may listen on the same address and port if each
+ * sets it; the system spreads the connections among them.  Where the
+ * system has no SO_REUSEPORT the listener is not made (ENOPROTOOPT, or
+ * the setsockopt(2) error). */
+#define ASYNC_CHAT_LISTEN_REUSEPORT (1u << 0)
+/** IPV6_V6ONLY on an IPv6 socket: it takes IPv6 connections only, not
+ * IPv4 ones as IPv4-mapped addresses, whatever the system's default
+ * (Linux: net.ipv6.bindv6only).  No effect on other families. */
+#define ASYNC_CHAT_LISTEN_IPV6_ONLY (1u << 1)
+/**@}*/
 
 /**
  * Listen on addr (SO_REUSEADDR, close-on-exec) and call handle_accept for
  * each connection.  Port 0 picks a free port; see
- * async_chat_listener_get_address().
+ * async_chat_listener_get_address().  Equivalent to
+ * async_chat_listener_new_flags() with flags 0.  addr may be a struct
+ * sockaddr_un: its path must not exist (EADDRINUSE), and it is left in
+ * place when the listener is freed; async_chat_listener_new_unix()
+ * handles the path instead.
  *
- * @param backlog listen(2) backlog, or -1 for a sensible default
+ * @param backlog listen(2) backlog (0 or more), or -1 for 128
  * @return the listener, or NULL with errno EINVAL (NULL base, addr or
  *   handle_accept, addrlen <= 0, backlog < -1), ENOMEM, or the socket(2),
- *   bind(2) or listen(2) error (EADDRINUSE...).
+ *   setsockopt(2), bind(2) or listen(2) error (EADDRINUSE...).
  */
 struct async_chat_listener *async_chat_listener_new(struct event_base *base,
     const struct sockaddr *addr, int addrlen, int backlog,
     async_chat_accept_fn handle_accept, void *arg);
 
 /**
+ * async_chat_listener_new() with ASYNC_CHAT_LISTEN_* flags (since 0.2).
+ * @param flags 0 or ASYNC_CHAT_LISTEN_* flags
+ * @return the listener, or NULL with errno as async_chat_listener_new(),
+ *   or EINVAL (an unknown flag) or ENOPROTOOPT (REUSEPORT where the
+ *   system has none).
+ */
+struct async_chat_listener *async_chat_listener_new_flags(
+    struct event_base *base, const struct sockaddr *addr, int addrlen,
+    unsigned flags, int backlog, async_chat_accept_fn handle_accept,
+    void *arg);
+
+/**
+ * Listen on a host name or address and a port given as strings (since
+ * 0.2), as async_chat_connect_hostname() connects: host and port are
+ * resolved with getaddrinfo(3) (AI_PASSIVE; this call blocks while it
+ * runs, so call it at start-up, not from a busy loop).
+ *
+ * host is a name ("localhost"), a numeric address ("127.0.0.1", "::1"),
+ * or NULL for every address of the machine.  When it gives several
+ * addresses, they are tried in the resolver's order and the listener
+ * listens on the first that can be bound, and on that one only; make one
+ * listener per address to listen on several.  With host NULL and
+ * family AF_UNSPEC, the IPv6 wildcard "::" is tried first with
+ * IPV6_V6ONLY off, so one socket takes IPv4 and IPv6 connections (IPv6
+ * only with ASYNC_CHAT_LISTEN_IPV6_ONLY), then the IPv4 wildcard, for a
+ * machine without IPv6.  Where the address matters ("localhost" may give
+ * ::1 or 127.0.0.1), ask async_chat_listener_get_address().
+ *
+ * @param family AF_INET, AF_INET6 or AF_UNSPEC (either)
+ * @param host the name or numeric address, or NULL
+ * @param port a decimal port from "0" (a free port) to "65535", or a
+ *   service name ("http")
+ * @param flags 0 or ASYNC_CHAT_LISTEN_* flags
+ * @param backlog as async_chat_listener_new()
+ * @param dns_error if not NULL, set to the resolver's EVUTIL_EAI_* code
+ *   when resolving fails (evutil_gai_strerror() names it), else to 0
+ * @return the listener, or NULL with errno EINVAL (NULL base, port or
+ *   handle_accept, an empty port, a number that is not a port ("70000",
+ *   "80x"), family not AF_INET, AF_INET6 or AF_UNSPEC, an unknown
+ *   flag, backlog < -1), ENOENT (resolving failed: see *dns_error),
+ *   EADDRNOTAVAIL (the name has no address of the family), ENOMEM, or the
+ *   error of the last address tried as for async_chat_listener_new_flags()
+ *   (EADDRINUSE...).
+ */
+struct async_chat_listener *async_chat_listener_new_hostname(
+    struct event_base *base, int family, const char *host, const char *port,
+    unsigned flags, int backlog, async_chat_accept_fn handle_accept,
+    void *arg, int *dns_error);
+
+/**
+ * Listen on a Unix-domain stream socket at path (since 0.2); channels
+ * connect to it with async_chat_connect() and a struct sockaddr_un.
+ *
+ * If path exists already: a socket that no listener has open any more
+ * (a connect to it is refused, as after a crash) is removed and replaced;
+ * a socket that a listener has open (that listener sees the test as a
+ * connection closed at once), or anything that is not a socket, is left
+ * alone and the call fails with EADDRINUSE.  The socket is made
+ * with the process's umask.  async_chat_listener_free() removes path if
+ * it is still this listener's socket (the same file), so a process that
+ * forks should free the listener in one process only.
+ *
+ * @param path a file name, shorter than sun_path (107 bytes on Linux)
+ * @param flags must be 0 (reserved for later flags)
+ * @param backlog as async_chat_listener_new()
+ * @return the listener, or NULL with errno EINVAL (NULL base, path or
+ *   handle_accept, empty path, flags not 0, backlog < -1), ENAMETOOLONG
+ *   (path too long), EADDRINUSE (see above), ENOMEM, or the error of
+ *   lstat(2), unlink(2), socket(2), bind(2) or listen(2) (ENOENT for a
+ *   missing directory, EACCES...).
+ */
+struct async_chat_listener *async_chat_listener_new_unix(
+    struct event_base *base, const char *path, unsigned flags, int backlog,
+    async_chat_accept_fn handle_accept, void *arg);
+
+/**
  * Accept on a socket that is already bound and listening.  The listener
  * owns fd (it is made non-blocking and closed by the listener).
  * @return the listener, or NULL with errno EINVAL (NULL base or
- *   handle_accept, fd < 0), EBADF (fd cannot be made non-blocking) or
- *   ENOMEM; on failure fd is not closed.
+ *   handle_accept, fd < 0, fd not a stream socket, or not listening: one
+ *   that is would make accept(2) fail at every turn), EBADF (fd is not
+ *   open or cannot be made non-blocking), ENOTSOCK (fd is not a socket)
+ *   or ENOMEM; on failure fd is not closed.
  */
 struct async_chat_listener *async_chat_listener_new_fd(struct event_base *base,
     evutil_socket_t fd, async_chat_accept_fn handle_accept, void *arg);
 
-/** Set the accept error handler (NULL: accept errors are ignored, and the
- * listener keeps listening).  @return 0, or -1 with errno EINVAL. */
+/** Set the accept error handler (NULL, the default: errors are not
+ * reported; either way the listener backs off as "ACCEPT ERRORS BACK OFF"
+ * says).  @return 0, or -1 with errno EINVAL. */
 int async_chat_listener_set_error_handler(struct async_chat_listener *listener,
     async_chat_accept_error_fn handle_error);
 
-/** Stop accepting (connections wait in the backlog) and resume.
+/** Stop accepting (connections wait in the backlog) and resume.  Safe
+ * inside handle_accept and the error handler.  Resuming during a back-off
+ * lets accepting start again when the back-off ends.
  * @return 0, or -1 with errno EINVAL (NULL) or the error of adding or
  *   removing the listening event. */
 int async_chat_listener_pause(struct async_chat_listener *listener);
 int async_chat_listener_resume(struct async_chat_listener *listener);
+
+/** 1 while the listener is backing off after an accept error (it accepts
+ * again by itself when the delay is over), 0 if not, -1 with errno EINVAL
+ * for NULL (since 0.2). */
+int async_chat_listener_backing_off(
+    const struct async_chat_listener *listener);
 
 /** The listening socket, or -1 for NULL. */
 evutil_socket_t async_chat_listener_get_fd(
@@ -973,7 +1105,9 @@ int async_chat_listener_get_address(const struct async_chat_listener *listener,
     struct sockaddr *addr, int *addrlen);
 
 /** Close the listening socket and free the listener; channels it made are
- * not affected.  Safe inside handle_accept.  NULL is ignored. */
+ * not affected.  A listener made by async_chat_listener_new_unix() removes
+ * its path (see there).  Safe inside handle_accept and the error handler:
+ * no callback of the listener runs after it.  NULL is ignored. */
 void async_chat_listener_free(struct async_chat_listener *listener);
 
 /*
