@@ -20,6 +20,7 @@
 #include <event2/util.h>
 
 #include "asynchat.h"
+#include "asynchat-internal.h"
 
 /* Why accepting is suspended; it runs while the mask is empty. */
 #define SUSPEND_APP 1u     /* async_chat_listener_pause() */
@@ -88,6 +89,12 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *addr,
 	l->handle_accept(l, fd, addr, addrlen, l->arg);
 	if (--l->depth == 0 && l->freed)
 		release(l);
+}
+
+int
+async_chat__listener_next_backoff_ms(const struct async_chat_listener *l)
+{
+	return l->backoff_ms;
 }
 
 static void
