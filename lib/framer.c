@@ -1132,9 +1132,24 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 		return -1;
 	}
 	*ev = (struct async_chat_framer_event){ASYNC_CHAT_FRAMER_NEED_MORE};
+	if (fr->have_end && fr->todo == 0 && fr->carry_off == fr->carry_len &&
+	    fr->term_len <= len && fr->scanned == fr->term_len &&
+	    !fr->skipping && fr->kind != ASYNC_CHAT_TERM_LENGTH) {
+		/* The usual second call: the end of the frame just handed
+		 * out, its terminator at the front of the span. */
+		fr->have_end = 0;
+		fr->frame_bytes = 0;
+		fr->scanned = 0;
+		fr->too_long = 0;
+		ev->kind = ASYNC_CHAT_FRAMER_END;
+		ev->consumed = fr->term_len;
+		ev->len = fr->term_len;
+		ev->matched = fr->matched;
+		return ASYNC_CHAT_FRAMER_END;
+	}
 	sp.p = data;
 	sp.len = len;
-	if (fr->have_end && fr->todo == 0) /* the usual second call */
+	if (fr->have_end && fr->todo == 0)
 		return end_frame(fr, &sp, ev);
 	if (len > 0) {
 		size_t flen;
