@@ -28,7 +28,9 @@
  *             this of its first byte (default 10), so a client sending a
  *             byte a second (slowloris) cannot hold a connection open
  *   -b body   the frame deadline of a request body (default 60)
- *   -k idle   the idle timeout between keep-alive requests (default 30)
+ *   -k idle   the idle timeout: a connection that sends nothing for this
+ *             long before a request (the first, or the next on a
+ *             keep-alive connection) is closed (default 30)
  *   -g grace  on SIGINT or SIGTERM, how long connections may take to
  *             finish sending what is queued (default 10)
  *
