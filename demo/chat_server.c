@@ -177,18 +177,20 @@ format_line(char *buf, const char *fmt, va_list ap)
 static void tell(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* A notice to one client. */
+/* A notice to one client, formatted straight into its output. */
 static void
 tell(struct client *c, const char *fmt, ...)
 {
-	char buf[NOTICE_MAX];
 	va_list ap;
-	size_t len;
+	int rc;
 
+	if (c->state == ST_GONE)
+		return;
 	va_start(ap, fmt);
-	len = format_line(buf, fmt, ap);
+	rc = async_chat_push_vprintf(c->chat, fmt, ap);
 	va_end(ap);
-	deliver(c, buf, len);
+	if (rc < 0 || async_chat_push(c->chat, "\r\n", 2) < 0)
+		doom(c); /* as deliver() */
 }
 
 struct line {
