@@ -1,19 +1,20 @@
 /*
- * fuzz_framer.c - libFuzzer target: libasynchat's framer against the
- * byte-at-a-time reference model (test/framer_model.c).  The input gives a
- * terminator script, a frame bound, sink stops, a chunking and a stream;
- * any difference in frames, matched alternatives, tail or status aborts.
+ * fuzz_framer.c - libFuzzer target: libasynchat's public framer
+ * (async_chat_framer_next()) against the byte-at-a-time reference model
+ * (test/framer_model.c).  The input gives a terminator script (length
+ * fields included), a frame bound, the caller's stops and span lengths, a
+ * chunking and a stream; any difference in frames, matched alternatives,
+ * held bytes, tail or events aborts.
  *
  * Input layout (every field is optional: a short input reads as zeros):
- *   flags, alphabet, nsteps, steps..., [bound, raise], [stop tape], chunk
+ *   flags, alphabet, nsteps, steps..., [bound, raise], [tape], chunk
  *   plan, stream (the rest of the input).
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <event2/buffer.h>
 
 #include "framer.h"
 #include "framer_model.h"
@@ -22,17 +23,19 @@
 #define MAX_TERM 8
 #define MAX_TAPE 32
 #define MAX_CHUNKS 64
-/* Sink stops and partial takes allowed per input, so that a tape that
- * always stops cannot keep the framer from finishing. */
+/* Stops and short spans allowed per input, so that a tape that always
+ * stops cannot keep the framer from finishing. */
 #define STOP_BUDGET 4096
 
 enum {
-	F_BOUND = 1 << 0,   /* a frame bound, raised when hit or in data() */
+	F_BOUND = 1 << 0,   /* a frame bound, raised when hit or after DATA */
 	F_ALPHA = 1 << 1,   /* map terminators and stream to a few bytes */
-	F_STOPS = 1 << 2,   /* data() and found() stop as the tape says */
-	F_PARTIAL = 1 << 3, /* data() sometimes moves too little (NOMEM) */
-	F_ALIAS = 1 << 4,   /* set terminators from async_chat__framer_get()'s bytes */
-	F_FAST = 1 << 5     /* the sink has bytes(): the framer's fast path */
+	F_STOPS = 1 << 2,   /* the caller stops after events as the tape says */
+	F_PARTIAL = 1 << 3, /* spans of random length, empty ones too */
+	F_ALIAS = 1 << 4,   /* set terminators from get_terminator's bytes */
+	F_COPY = 1 << 5,    /* spans are copies, overwritten after each call */
+	F_LENGTH = 1 << 6,  /* length-field terminators in the script */
+	F_SKIP = 1 << 7     /* frames past the bound are sometimes skipped */
 };
 
 /* Reading the input: past its end every byte reads as 0. */
@@ -66,6 +69,10 @@ struct step_ex {
 	/* NONE: set as none (0), a count of 0 (1) or an empty string (2) */
 	int none_how;
 };
+
+/* The frame number byte that makes a step the one set on a length error
+ * (F_LENGTH only). */
+#define ERROR_STEP_BYTE 47
 
 struct input {
 	unsigned flags;
@@ -134,7 +141,30 @@ decode_step(struct rd *r, struct input *in, struct step_ex *ex)
 	memset(ex, 0, sizeof(*ex));
 	ex->alias_idx = -1;
 	ex->step.frame = rd_u8(r) % 48;
+	if ((in->flags & F_LENGTH) && ex->step.frame == ERROR_STEP_BYTE)
+		ex->step.frame = FM_LENGTH_ERROR;
 	b = rd_u8(r);
+	if ((in->flags & F_LENGTH) && b % 6 == 5) {
+		static const unsigned widths[8] = {0, 1, 2, 3, 4, 8, 1, 2};
+		struct async_chat_length_field lf;
+		uint8_t x = rd_u8(r), y = rd_u8(r);
+
+		memset(&lf, 0, sizeof(lf));
+		lf.width = widths[x & 7];
+		lf.little_endian = lf.width != 0 && (x & 8);
+		/* offsets 0, 1, 2 and one past the framer's inline room */
+		lf.offset = ((x >> 4) & 3) == 3 ? 21 : (x >> 4) & 3;
+		/* adjust -16..15, or "the value counts the header" */
+		lf.adjust = (x & 0x40) ? -(int64_t)(lf.offset +
+		                                 (lf.width ? lf.width : 1))
+		                       : (int64_t)(y & 31) - 16;
+		if (x & 0x80)
+			lf.strip = lf.offset + (lf.width ? lf.width : 1);
+		else
+			lf.strip = (uint64_t)(y >> 5);
+		ex->step.term = fm_length(&lf);
+		return;
+	}
 	switch (b % 5) {
 	case 0:
 		ex->step.term = fm_none();
@@ -217,21 +247,30 @@ decode(const uint8_t *data, size_t size, struct input *in)
 }
 
 /*
- * The framer under test and a sink recording what it delivers.
+ * The framer under test, driven as a caller would, and a record of what
+ * it delivers.
  */
 
 struct run {
 	const struct input *in;
-	struct framer fr;
-	struct evbuffer *buf;
+	struct async_chat_framer *fr;
 	unsigned char *got; /* every byte delivered, frames end to end */
 	size_t ngot;
 	size_t *end; /* frame i is got[end[i-1]..end[i]) */
 	int *matched;
+	int *skipped;
 	size_t nframes;
-	size_t fed; /* stream bytes added to buf */
+	size_t fed;    /* stream bytes arrived */
+	size_t pos;    /* stream bytes consumed */
+	size_t passed; /* stream bytes given to the framer so far */
+	size_t *chunk_end; /* where each chunk arrived ends */
+	size_t nchunks;
+	int by_chunk;      /* spans end where pos's chunk does */
 	size_t tape_bit;
 	int budget;
+	int skipping;  /* skip() called, SKIPPED not yet seen */
+	int recovered; /* the length-error step was set */
+	int lerr;      /* stopped at a length error */
 	/* TERM_COUNT: the count set, and whether a frame spent it */
 	const struct fm_term *term; /* in force; NULL: none from the start */
 	uint64_t count_set;
@@ -260,7 +299,7 @@ static void
 dump(const struct run *r)
 {
 	static const char *const kind[] = {
-	    "none", "string", "count", "line", "any"};
+	    "none", "string", "count", "line", "any", "length"};
 	const struct input *in = r->in;
 	size_t i, j, start = 0;
 
@@ -269,9 +308,16 @@ dump(const struct run *r)
 	for (i = 0; i < in->nsteps; i++) {
 		const struct fm_term *t = &in->ex[i].step.term;
 
-		fprintf(stderr, "step frame %zu: %s count %llu\n",
-		    in->ex[i].step.frame, kind[t->kind],
+		fprintf(stderr, "step frame %zd: %s count %llu", 
+		    (ssize_t)in->ex[i].step.frame, kind[t->kind],
 		    (unsigned long long)t->count);
+		if (t->kind == ASYNC_CHAT_TERM_LENGTH)
+			fprintf(stderr, " offset %zu width %u le %u adjust %lld "
+			                "strip %llu",
+			    t->lf.offset, t->lf.width, t->lf.little_endian,
+			    (long long)t->lf.adjust,
+			    (unsigned long long)t->lf.strip);
+		fprintf(stderr, "\n");
 		for (j = 0; j < t->n; j++)
 			dump_bytes("  term", t->bytes[j], t->len[j]);
 	}
@@ -280,11 +326,17 @@ dump(const struct run *r)
 		dump_bytes("model frame", in->stream + r->m->frame[i].off,
 		    r->m->frame[i].len);
 	dump_bytes("model tail", in->stream + r->m->tail_off, r->m->tail_len);
+	if (r->m->error)
+		fprintf(stderr, "model: length error at %zu, header %zu\n",
+		    r->m->err_off, r->m->err_len);
 	for (i = 0; i < r->nframes; i++) {
-		dump_bytes("framer frame", r->got + start, r->end[i] - start);
+		dump_bytes(r->skipped[i] ? "framer skipped" : "framer frame",
+		    r->got + start, r->end[i] - start);
 		start = r->end[i];
 	}
 	dump_bytes("framer cur", r->got + start, r->ngot - start);
+	fprintf(stderr, "consumed %zu, held %zu\n", r->pos,
+	    r->fr->carry_len - r->fr->carry_off);
 }
 
 static void
@@ -317,6 +369,12 @@ cur_len(const struct run *r)
 	return r->ngot - (r->nframes ? r->end[r->nframes - 1] : 0);
 }
 
+static size_t
+held(const struct run *r)
+{
+	return r->fr->carry_len - r->fr->carry_off;
+}
+
 static void
 apply_string(struct run *r, const struct step_ex *ex)
 {
@@ -328,15 +386,16 @@ apply_string(struct run *r, const struct step_ex *ex)
 
 		/* The framer must copy a terminator out of its own
 		 * storage without reading what it overwrites. */
-		if (async_chat__framer_set_string(&r->fr, ex->alias_full, ex->alias_len) !=
-		    0)
-			fail("set_string (alias) failed", r);
-		async_chat__framer_get(&r->fr, &got);
-		if (async_chat__framer_set_string(&r->fr,
+		if (async_chat_framer_set_terminator(
+		        r->fr, ex->alias_full, ex->alias_len) != 0)
+			fail("set_terminator (alias) failed", r);
+		async_chat_framer_get_terminator(r->fr, &got);
+		if (async_chat_framer_set_terminator(r->fr,
 		        (const unsigned char *)got.bytes + cut, t->len[0]) != 0)
-			fail("set_string from own bytes failed", r);
-	} else if (async_chat__framer_set_string(&r->fr, t->bytes[0], t->len[0]) != 0) {
-		fail("set_string failed", r);
+			fail("set_terminator from own bytes failed", r);
+	} else if (async_chat_framer_set_terminator(
+	               r->fr, t->bytes[0], t->len[0]) != 0) {
+		fail("set_terminator failed", r);
 	}
 }
 
@@ -352,14 +411,14 @@ apply_any(struct run *r, const struct step_ex *ex)
 	if (ex->alias_idx >= 0) {
 		struct async_chat_terminator got;
 
-		if (async_chat__framer_set_string(&r->fr, t->bytes[ex->alias_idx],
-		        t->len[ex->alias_idx]) != 0)
-			fail("set_string before alias failed", r);
-		async_chat__framer_get(&r->fr, &got);
+		if (async_chat_framer_set_terminator(r->fr,
+		        t->bytes[ex->alias_idx], t->len[ex->alias_idx]) != 0)
+			fail("set_terminator before alias failed", r);
+		async_chat_framer_get_terminator(r->fr, &got);
 		alt[ex->alias_idx] = got.bytes;
 	}
-	if (async_chat__framer_set_any(&r->fr, alt, t->len, t->n) != 0)
-		fail("set_any failed", r);
+	if (async_chat_framer_set_terminators(r->fr, alt, t->len, t->n) != 0)
+		fail("set_terminators failed", r);
 }
 
 /* Set the terminator of step ex, as found_terminator would. */
@@ -368,42 +427,50 @@ apply_step(struct run *r, const struct step_ex *ex)
 {
 	const struct fm_term *t = &ex->step.term;
 	struct async_chat_terminator got;
+	int rc = 0;
 
 	switch (t->kind) {
 	case ASYNC_CHAT_TERM_NONE:
 		if (ex->none_how == 0)
-			async_chat__framer_set_none(&r->fr);
-		else if ((ex->none_how == 1
-		                 ? async_chat__framer_set_count(&r->fr, 0)
-		                 : async_chat__framer_set_string(&r->fr, "", 0)) != 0)
-			fail("setting a none terminator failed", r);
+			rc = async_chat_framer_set_terminator_none(r->fr);
+		else if (ex->none_how == 1)
+			rc = async_chat_framer_set_terminator_count(r->fr, 0);
+		else
+			rc = async_chat_framer_set_terminator(r->fr, "", 0);
 		break;
 	case ASYNC_CHAT_TERM_COUNT:
-		if (async_chat__framer_set_count(&r->fr, t->count) != 0)
-			fail("set_count failed", r);
+		rc = async_chat_framer_set_terminator_count(r->fr, t->count);
 		break;
 	case ASYNC_CHAT_TERM_STRING:
 		apply_string(r, ex);
 		break;
 	case ASYNC_CHAT_TERM_LINE:
-		async_chat__framer_set_line(&r->fr);
+		rc = async_chat_framer_set_terminator_line(r->fr);
 		break;
 	case ASYNC_CHAT_TERM_ANY:
 		apply_any(r, ex);
 		break;
+	case ASYNC_CHAT_TERM_LENGTH:
+		rc = async_chat_framer_set_terminator_length(r->fr, &t->lf);
+		break;
 	}
+	if (rc != 0)
+		fail("setting a terminator failed", r);
 	r->term = t;
 	r->count_set = t->kind == ASYNC_CHAT_TERM_COUNT ? t->count : 0;
 	r->count_spent = 0;
 	/* What get_terminator reports right after a set. */
-	async_chat__framer_get(&r->fr, &got);
+	if (async_chat_framer_get_terminator(r->fr, &got) != 0)
+		fail("get_terminator failed", r);
 	if (got.kind != t->kind || got.count != t->count ||
 	    (t->kind == ASYNC_CHAT_TERM_STRING &&
 	        (got.len != t->len[0] ||
 	            memcmp(got.bytes, t->bytes[0], got.len) != 0)) ||
 	    (t->kind == ASYNC_CHAT_TERM_ANY && got.alternatives != t->n) ||
-	    r->fr.matched != 0)
-		fail("async_chat__framer_get disagrees with the terminator set", r);
+	    (t->kind == ASYNC_CHAT_TERM_LENGTH &&
+	        (got.len != sizeof(t->lf) ||
+	            memcmp(got.bytes, &t->lf, sizeof(t->lf)) != 0)))
+		fail("get_terminator disagrees with the terminator set", r);
 }
 
 /* The step for the frame about to start: the last one listed wins, as in
@@ -420,98 +487,6 @@ step_for(const struct input *in, size_t frame)
 	return found;
 }
 
-static int
-sink_data(void *ctx, struct evbuffer *buf, size_t len)
-{
-	struct run *r = ctx;
-	struct async_chat_terminator t;
-	size_t take = len;
-	int rc = 0;
-
-	if (len == 0 || len > evbuffer_get_length(buf))
-		fail("data() with 0 bytes or more than the input", r);
-	/* A count reports, inside data(), what is missing after these
-	 * bytes: the frame so far, these bytes and that make the count. */
-	async_chat__framer_get(&r->fr, &t);
-	if (t.kind == ASYNC_CHAT_TERM_COUNT && !r->count_spent &&
-	    cur_len(r) + len + t.count != r->count_set)
-		fail("count inside data() is not what is missing", r);
-	/* Raised inside data(), the bound lets the rest of these bytes
-	 * through without a frame-too-long for the old one. */
-	if (r->fr.max_frame != 0 && tape_bits(r, 2) == 3)
-		r->fr.max_frame += 1 + tape_bits(r, 3);
-	if (r->budget > 0 && (r->in->flags & F_STOPS) && tape_bits(r, 1)) {
-		/* stop after part of the bytes, maybe none */
-		take = len * tape_bits(r, 3) / 7;
-		rc = 1;
-		r->budget--;
-	} else if (r->budget > 0 && (r->in->flags & F_PARTIAL) &&
-	           tape_bits(r, 2) == 3) {
-		/* moved too little: the framer reports NOMEM */
-		take = len * tape_bits(r, 3) / 8;
-		r->budget--;
-	}
-	if (take > 0 &&
-	    evbuffer_remove(buf, r->got + r->ngot, take) != (int)take)
-		fail("evbuffer_remove", r);
-	r->ngot += take;
-	return rc;
-}
-
-static int
-sink_found(void *ctx)
-{
-	struct run *r = ctx;
-	const struct step_ex *ex;
-	size_t n = r->nframes;
-
-	r->end[n] = r->ngot;
-	r->matched[n] = r->fr.matched;
-	r->nframes++;
-	if (r->nframes > r->m->n)
-		fail("more frames than the model", r);
-	if (r->fr.max_frame != 0 &&
-	    r->end[n] - (n ? r->end[n - 1] : 0) > r->fr.max_frame)
-		fail("a frame passed the bound", r);
-	ex = step_for(r->in, r->nframes);
-	if (ex != NULL)
-		apply_step(r, ex);
-	else if (r->term != NULL && r->term->kind == ASYNC_CHAT_TERM_COUNT)
-		r->count_spent = 1;
-	if (r->budget > 0 && (r->in->flags & F_STOPS) && tape_bits(r, 1)) {
-		r->budget--;
-		return 1;
-	}
-	return 0;
-}
-
-/* The fast path hands whole frames lying in one extent as pointers. */
-static int
-sink_bytes(void *ctx, const void *p, size_t n)
-{
-	struct run *r = ctx;
-
-	if (n == 0)
-		fail("bytes() with 0 bytes", r);
-	if (r->budget > 0 && (r->in->flags & F_PARTIAL) &&
-	    tape_bits(r, 2) == 3) {
-		r->budget--;
-		return -1; /* could not take them: nothing recorded */
-	}
-	memcpy(r->got + r->ngot, p, n);
-	r->ngot += n;
-	if (r->budget > 0 && (r->in->flags & F_STOPS) && tape_bits(r, 1)) {
-		r->budget--;
-		return 1;
-	}
-	return 0;
-}
-
-static const struct framer_sink plain_sink = {
-    .data = sink_data, .found = sink_found};
-static const struct framer_sink fast_sink = {
-    .data = sink_data, .found = sink_found, .bytes = sink_bytes};
-
 /* Where the model's frame k (or the tail) starts and how long it is. */
 static void
 model_frame(const struct fm_result *m, size_t k, size_t *off, size_t *len)
@@ -525,14 +500,126 @@ model_frame(const struct fm_result *m, size_t k, size_t *off, size_t *len)
 	}
 }
 
-/* The frames ended so far are the model's first ones, and the bytes of
- * the frame in progress followed by the unread input are exactly the
- * stream fed since the model's frame began. */
+static int
+is_length(const struct run *r)
+{
+	return r->fr->kind == ASYNC_CHAT_TERM_LENGTH;
+}
+
+static void
+on_data(struct run *r, const struct async_chat_framer_event *ev)
+{
+	struct async_chat_terminator t;
+
+	memcpy(r->got + r->ngot, ev->data, (size_t)ev->len);
+	r->ngot += (size_t)ev->len;
+	/* A count reports, after DATA, what is missing: the frame so far
+	 * and that make the count. */
+	async_chat_framer_get_terminator(r->fr, &t);
+	if (t.kind == ASYNC_CHAT_TERM_COUNT && !r->count_spent && !r->skipping &&
+	    cur_len(r) + t.count != r->count_set)
+		fail("count after DATA is not what is missing", r);
+	/* Raised between calls, the bound lets the rest through (a bound
+	 * set to a huge length field's size stays). */
+	if (r->fr->max_frame != 0 && r->fr->max_frame < UINT64_MAX / 2 &&
+	    tape_bits(r, 2) == 3)
+		async_chat_framer_set_max_frame(
+		    r->fr, r->fr->max_frame + 1 + tape_bits(r, 3));
+}
+
+static void
+on_end(struct run *r, const struct async_chat_framer_event *ev, int skipped)
+{
+	const struct step_ex *ex;
+	size_t n = r->nframes;
+
+	r->end[n] = r->ngot;
+	r->matched[n] = ev->matched;
+	r->skipped[n] = skipped;
+	r->nframes++;
+	if (r->nframes > r->m->n)
+		fail("more frames than the model", r);
+	if (r->fr->max_frame != 0 &&
+	    r->end[n] - (n ? r->end[n - 1] : 0) > r->fr->max_frame)
+		fail("a frame passed the bound", r);
+	if (async_chat_framer_frame_length(r->fr) != 0)
+		fail("frame_length not 0 after a frame end", r);
+	ex = step_for(r->in, r->nframes);
+	if (ex != NULL)
+		apply_step(r, ex);
+	else if (r->term != NULL && r->term->kind == ASYNC_CHAT_TERM_COUNT)
+		r->count_spent = 1;
+}
+
+/* Check one event against the span it was given for. */
+static void
+check_event(struct run *r, int rc, const struct async_chat_framer_event *ev,
+    const unsigned char *span, size_t n)
+{
+	size_t i;
+
+	if (rc != (int)ev->kind || ev->consumed > n)
+		fail("event kind or consumed wrong", r);
+	for (i = 0; i < 3; i++)
+		if (ev->reserved[i] != 0)
+			fail("reserved not zeroed", r);
+	if (rc != ASYNC_CHAT_FRAMER_DATA && (ev->data != NULL || ev->held))
+		fail("data or held outside DATA", r);
+	if (rc != ASYNC_CHAT_FRAMER_END && ev->matched != 0)
+		fail("matched outside END", r);
+	switch (rc) {
+	case ASYNC_CHAT_FRAMER_NEED_MORE:
+		if (ev->consumed != n || ev->len != 0)
+			fail("NEED_MORE left bytes of the span", r);
+		break;
+	case ASYNC_CHAT_FRAMER_DATA:
+		if (ev->len == 0 || ev->data == NULL)
+			fail("DATA of 0 bytes", r);
+		if (ev->held) {
+			if (span != NULL &&
+			    ev->data < (const char *)span + n &&
+			    ev->data + ev->len > (const char *)span)
+				fail("held DATA points into the span", r);
+			if (ev->consumed != 0 && !is_length(r))
+				fail("held DATA consumed bytes", r);
+		} else if (ev->len > ev->consumed ||
+		           ev->data != (const char *)span + ev->consumed -
+		                           ev->len) {
+			fail("DATA is not the end of what it consumed", r);
+		}
+		break;
+	case ASYNC_CHAT_FRAMER_END:
+	case ASYNC_CHAT_FRAMER_SKIPPED:
+		if (ev->len > ASYNC_CHAT_TERMINATOR_MAX)
+			fail("terminator too long", r);
+		if ((rc == ASYNC_CHAT_FRAMER_SKIPPED) != r->skipping)
+			fail("SKIPPED without skip, or END while skipping", r);
+		break;
+	case ASYNC_CHAT_FRAMER_TOO_LONG:
+		if (r->fr->max_frame == 0 || ev->len <= r->fr->max_frame ||
+		    (ev->consumed != 0 && !is_length(r)) ||
+		    async_chat__framer_stuck(r->fr) != 1)
+			fail("TOO_LONG wrong", r);
+		break;
+	case ASYNC_CHAT_FRAMER_LENGTH_ERROR:
+		if (!is_length(r) || ev->len != 0 ||
+		    async_chat__framer_stuck(r->fr) != 2)
+			fail("LENGTH_ERROR wrong", r);
+		break;
+	default:
+		fail("unknown event", r);
+	}
+}
+
+/* The frames ended so far are the model's first ones, the frame in
+ * progress is a prefix of the model's, and (but for length fields, whose
+ * strip drops bytes) the bytes delivered and held add up to those
+ * consumed, the held ones being the stream's. */
 static void
 check_prefix(struct run *r)
 {
 	const struct fm_result *m = r->m;
-	size_t i, off, len, cur = cur_len(r), left;
+	size_t i, off, len, cur = cur_len(r), h = held(r);
 	size_t start = 0;
 
 	if (r->nframes > m->n)
@@ -540,104 +627,237 @@ check_prefix(struct run *r)
 	for (i = 0; i < r->nframes; i++) {
 		size_t got = r->end[i] - start;
 
-		if (got != m->frame[i].len ||
-		    memcmp(r->got + start, r->in->stream + m->frame[i].off,
-		        got) != 0)
+		if (r->skipped[i] ?
+		        got > m->frame[i].len :
+		        got != m->frame[i].len ||
+		            r->matched[i] != m->frame[i].matched)
 			fail("a frame differs from the model's", r);
-		if (r->matched[i] != m->frame[i].matched)
-			fail("matched differs from the model's", r);
+		if (memcmp(r->got + start, r->in->stream + m->frame[i].off,
+		        got) != 0)
+			fail("a frame's bytes differ from the model's", r);
 		start = r->end[i];
 	}
 	model_frame(m, r->nframes, &off, &len);
-	left = evbuffer_get_length(r->buf);
-	if (off + cur + left != r->fed)
-		fail("delivered and unread bytes do not add up to the stream",
-		    r);
+	if (cur > len)
+		fail("the frame in progress is longer than the model's", r);
 	if (memcmp(r->got + start, r->in->stream + off, cur) != 0)
 		fail("the frame in progress is not the model's", r);
-	if (left > 0) {
-		unsigned char *p = evbuffer_pullup(r->buf, -1);
-
-		if (p == NULL ||
-		    memcmp(p, r->in->stream + off + cur, left) != 0)
-			fail("the unread input is not the stream", r);
+	if (!is_length(r) && !r->skipping) {
+		if (off + cur + h != r->pos)
+			fail("delivered and held bytes do not add up", r);
+		if (h > 0 && memcmp(r->fr->carry + r->fr->carry_off,
+		                 r->in->stream + r->pos - h, h) != 0)
+			fail("the held bytes are not the stream's", r);
 	}
 }
 
-/* Feed (or finish) until idle: resume after stops and NOMEM, and raise
- * the bound each time it is hit. */
+/* The end of the next span: everything arrived or the chunk, or with
+ * F_PARTIAL a length from the tape; never short of what was given. */
+static size_t
+span_end(struct run *r)
+{
+	size_t end = r->fed, i;
+
+	for (i = 0; r->by_chunk && i < r->nchunks; i++) {
+		if (r->chunk_end[i] > r->pos) {
+			end = r->chunk_end[i];
+			break;
+		}
+	}
+
+	if ((r->in->flags & F_PARTIAL) && r->budget > 0 && tape_bits(r, 1)) {
+		r->budget--;
+		end = r->pos + (r->fed - r->pos) * tape_bits(r, 3) / 7;
+	}
+	if (end > r->fed)
+		end = r->fed;
+	return end > r->passed ? end : r->passed;
+}
+
+/* One call of next(). */
+static int
+step(struct run *r, struct async_chat_framer_event *ev)
+{
+	size_t end = span_end(r), n = end - r->pos;
+	unsigned char *copy = NULL;
+	const unsigned char *span = n ? r->in->stream + r->pos : NULL;
+	struct async_chat_framer_event again;
+	int rc;
+
+	if ((r->in->flags & F_COPY) && n > 0) {
+		copy = malloc(n);
+		if (copy == NULL)
+			abort();
+		memcpy(copy, span, n);
+		span = copy;
+	}
+	if (end > r->passed)
+		r->passed = end;
+	rc = async_chat_framer_next(r->fr, span, n, ev);
+	check_event(r, rc, ev, span, n);
+	if (rc == ASYNC_CHAT_FRAMER_TOO_LONG ||
+	    rc == ASYNC_CHAT_FRAMER_LENGTH_ERROR) {
+		/* again with the rest: the same event, nothing taken */
+		if (async_chat_framer_next(r->fr, span ? span + ev->consumed : NULL,
+		        n - ev->consumed, &again) != rc ||
+		    again.consumed != 0 || again.len != ev->len)
+			fail("TOO_LONG or LENGTH_ERROR does not repeat", r);
+	}
+	if (rc == ASYNC_CHAT_FRAMER_DATA)
+		on_data(r, ev);
+	if (copy != NULL) {
+		memset(copy, 0xA5, n);
+		free(copy);
+	}
+	r->pos += ev->consumed;
+	return rc;
+}
+
+/* What the framer has taken of a length-field frame once its header is
+ * complete: the header, or the longer one recovered from there. */
+static size_t
+header_end(const struct fm_result *m, const struct fm_frame *f)
+{
+	size_t end = f->begin + f->hdr;
+
+	if (m->recovered && m->recovered_at == f->begin &&
+	    m->recovered_end > end)
+		end = m->recovered_end;
+	return end;
+}
+
+/* The bound was hit: check where, then raise it, drop it, or skip. */
 static void
+too_long(struct run *r, const struct async_chat_framer_event *ev)
+{
+	size_t off, len;
+
+	model_frame(r->m, r->nframes, &off, &len);
+	if (is_length(r) && r->fr->lf_phase == LF_CHECK) {
+		/* a complete header announces a frame past the bound */
+		if (cur_len(r) != 0 || async_chat_framer_frame_length(r->fr) != 0 ||
+		    (r->nframes < r->m->n && ev->len != len))
+			fail("length field's bound hit in the wrong place", r);
+		if (r->nframes < r->m->n &&
+		    r->pos != header_end(r->m, &r->m->frame[r->nframes]))
+			fail("bytes past the header taken at TOO_LONG", r);
+	} else if (cur_len(r) != r->fr->max_frame || len <= cur_len(r) ||
+	           ev->len != cur_len(r) + 1) {
+		/* (a partial header handed out at the end of input counts
+		 * as any frame's bytes) */
+		fail("bound hit in the wrong place", r);
+	}
+	if ((r->in->flags & F_SKIP) && tape_bits(r, 1)) {
+		if (async_chat_framer_skip(r->fr) != 0)
+			fail("skip failed", r);
+		r->skipping = 1;
+	} else if (r->in->raise & 0x80) {
+		async_chat_framer_set_max_frame(r->fr, 0);
+	} else if ((is_length(r) && r->fr->lf_phase == LF_CHECK) ||
+	           (r->in->raise & 0x40)) {
+		async_chat_framer_set_max_frame(r->fr, ev->len);
+	} else if (r->fr->max_frame < UINT64_MAX / 2) {
+		async_chat_framer_set_max_frame(
+		    r->fr, r->fr->max_frame + 1 + r->in->raise % 16);
+	} else {
+		async_chat_framer_set_max_frame(r->fr, ev->len);
+	}
+}
+
+/* Frame what has arrived (or, finishing, all of it, then the held
+ * bytes): act on the bound, stop at a length error.  Returns 1 when the
+ * caller stopped before every byte arrived was framed. */
+static int
 pump(struct run *r, int finish)
 {
-	const struct framer_sink *sink =
-	    r->in->flags & F_FAST ? &fast_sink : &plain_sink;
-	enum framer_status st;
-	size_t off, len;
+	int stopped = 0;
+
+	struct async_chat_framer_event ev;
 	long guard = 0;
+	int rc;
 
 	for (;;) {
-		st = finish ? async_chat__framer_finish(&r->fr, r->buf, sink, r)
-		            : async_chat__framer_feed(&r->fr, r->buf, sink, r);
-		if (st == FRAMER_IDLE)
-			break;
-		if (++guard > 4 * STOP_BUDGET + 100000)
+		if (++guard > 4 * STOP_BUDGET + 1000000)
 			fail("the framer makes no progress", r);
-		if (st == FRAMER_STOPPED || st == FRAMER_NOMEM)
-			continue;
-		if (st != FRAMER_TOO_LONG || r->fr.max_frame == 0)
-			fail("unexpected status", r);
-		/* Stopped exactly at the bound, in a frame longer than it. */
-		model_frame(r->m, r->nframes, &off, &len);
-		if (cur_len(r) != r->fr.max_frame || len <= cur_len(r))
-			fail("bound hit in the wrong place", r);
-		if (r->in->raise & 0x80)
-			r->fr.max_frame = 0;
-		else
-			r->fr.max_frame += 1 + r->in->raise % 16;
+		if (r->lerr)
+			break;
+		if (r->pos < r->fed || r->passed < r->fed || !finish) {
+			rc = step(r, &ev);
+			if (rc == ASYNC_CHAT_FRAMER_NEED_MORE) {
+				if (r->pos == r->fed && !finish)
+					break;
+				if (r->pos == r->fed)
+					r->passed = r->fed;
+				continue;
+			}
+		} else {
+			rc = async_chat_framer_finish(r->fr, &ev);
+			check_event(r, rc, &ev, NULL, 0);
+			if (ev.consumed != 0)
+				fail("finish consumed bytes", r);
+			if (rc == ASYNC_CHAT_FRAMER_NEED_MORE)
+				break;
+			if (rc == ASYNC_CHAT_FRAMER_DATA) {
+				if (!ev.held)
+					fail("finish's DATA not held", r);
+				on_data(r, &ev);
+			}
+		}
+		switch (rc) {
+		case ASYNC_CHAT_FRAMER_END:
+		case ASYNC_CHAT_FRAMER_SKIPPED:
+			on_end(r, &ev, rc == ASYNC_CHAT_FRAMER_SKIPPED);
+			if (rc == ASYNC_CHAT_FRAMER_SKIPPED)
+				r->skipping = 0;
+			break;
+		case ASYNC_CHAT_FRAMER_TOO_LONG:
+			too_long(r, &ev);
+			break;
+		case ASYNC_CHAT_FRAMER_LENGTH_ERROR: {
+			const struct step_ex *ex = step_for(r->in, FM_LENGTH_ERROR);
+
+			if (async_chat_framer_skip(r->fr) != -1)
+				fail("skip accepted at a length error", r);
+			if (!r->recovered && ex != NULL) {
+				r->recovered = 1;
+				apply_step(r, ex);
+			} else {
+				r->lerr = 1;
+				/* sticky at the end of input too */
+				if (async_chat_framer_finish(r->fr, &ev) !=
+				    ASYNC_CHAT_FRAMER_LENGTH_ERROR)
+					fail("finish forgot a length error", r);
+			}
+			break;
+		}
+		default:
+			break;
+		}
+		if (r->budget > 0 && (r->in->flags & F_STOPS) &&
+		    tape_bits(r, 1)) {
+			/* the caller stops for a while: frames must not
+			 * depend on it */
+			r->budget--;
+			if (!finish) {
+				stopped = 1;
+				break;
+			}
+		}
 	}
 	check_prefix(r);
-	/* idle: only a possible terminator prefix is left unread */
-	if (!finish) {
-		size_t left = evbuffer_get_length(r->buf), most = 0, i;
-		const struct fm_term *t = r->term;
-
-		if (t != NULL && t->kind == ASYNC_CHAT_TERM_LINE)
-			most = 1;
-		for (i = 0; t != NULL && i < t->n; i++)
-			if (t->len[i] - 1 > most)
-				most = t->len[i] - 1;
-		if (left > most)
-			fail("idle with more unread than a terminator prefix",
-			    r);
-	}
+	return stopped;
 }
 
 static const size_t chunk_size[16] = {
     1, 1, 1, 2, 2, 3, 4, 5, 7, 8, 13, 16, 31, 64, 200, 1000};
 
+/* Run the input on fr (new, or reset after an earlier run). */
 static void
-add_chunk(struct run *r, size_t n, uint8_t d)
-{
-	const unsigned char *p = r->in->stream + r->fed;
-
-	if (d & 0x10) {
-		if (evbuffer_add_reference(r->buf, p, n, NULL, NULL) != 0)
-			abort();
-	} else {
-		/* several small chains, so the scan crosses many extents */
-		if (evbuffer_add(r->buf, p, n) != 0)
-			abort();
-	}
-	/* An empty chain at the end, as evbuffer_expand() may leave. */
-	if ((d & 0x40) && evbuffer_expand(r->buf, 512) != 0)
-		abort();
-	r->fed += n;
-}
-
-static void
-run_input(const struct input *in, const struct fm_result *m)
+run_input(const struct input *in, const struct fm_result *m,
+    struct async_chat_framer *fr)
 {
 	const struct step_ex *ex;
+	struct async_chat_framer_event ev;
 	struct run r;
 	size_t i = 0;
 
@@ -645,18 +865,21 @@ run_input(const struct input *in, const struct fm_result *m)
 	r.in = in;
 	r.m = m;
 	r.budget = STOP_BUDGET;
-	r.buf = evbuffer_new();
+	r.fr = fr;
 	r.got = malloc(in->len + 1);
 	r.end = malloc((m->n + 1) * sizeof(*r.end));
 	r.matched = malloc((m->n + 1) * sizeof(*r.matched));
-	if (r.buf == NULL || r.got == NULL || r.end == NULL ||
-	    r.matched == NULL)
+	r.skipped = malloc((m->n + 1) * sizeof(*r.skipped));
+	r.chunk_end = malloc((in->len + 1) * sizeof(*r.chunk_end));
+	if (r.fr == NULL || r.got == NULL || r.end == NULL ||
+	    r.matched == NULL || r.skipped == NULL || r.chunk_end == NULL)
 		abort();
-	async_chat__framer_init(&r.fr);
 	ex = step_for(in, 0);
 	if (ex != NULL)
 		apply_step(&r, ex);
-	r.fr.max_frame = in->bound;
+	else if (async_chat_framer_set_terminator_none(r.fr) != 0)
+		fail("set_terminator_none failed", &r);
+	async_chat_framer_set_max_frame(r.fr, in->bound);
 
 	while (r.fed < in->len) {
 		uint8_t d = in->nchunks ? in->chunk[i++ % in->nchunks] : 0;
@@ -664,28 +887,141 @@ run_input(const struct input *in, const struct fm_result *m)
 
 		if (n > in->len - r.fed)
 			n = in->len - r.fed;
-		add_chunk(&r, n, d);
-		/* Often let chunks pile up into many chains first. */
+		r.fed += n;
+		/* spans end where the chunk does, as evbuffer extents */
+		r.by_chunk = (d & 0x10) != 0;
+		r.chunk_end[r.nchunks++] = r.fed;
+		/* Often let chunks pile up first. */
 		if (!(d & 0x20) || r.fed == in->len)
 			pump(&r, 0);
 	}
-	pump(&r, 0);
+	r.by_chunk = 0;
+	while (pump(&r, 0)) /* the budget bounds the stops */
+		;
 	/* every terminator has been seen: all the model's frames ended */
-	if (r.nframes != m->n)
+	if (r.nframes != m->n && !r.lerr)
 		fail("frames missing before the end", &r);
 	pump(&r, 1);
-	if (evbuffer_get_length(r.buf) != 0 || cur_len(&r) != m->tail_len)
+	if (m->error) {
+		if (!r.lerr || r.pos != m->err_off + m->err_len ||
+		    r.nframes != m->n || cur_len(&r) != 0)
+			fail("the length error differs from the model's", &r);
+	} else if (r.lerr || r.pos != in->len || held(&r) != 0 ||
+	           r.nframes != m->n ||
+	           (!r.skipping && cur_len(&r) != m->tail_len)) {
 		fail("the tail differs from the model's", &r);
+	}
 	/* Finishing again changes nothing. */
-	if (async_chat__framer_finish(&r.fr, r.buf, &plain_sink, &r) != FRAMER_IDLE ||
-	    r.nframes != m->n || cur_len(&r) != m->tail_len)
+	if (!r.lerr && (async_chat_framer_finish(r.fr, &ev) !=
+	                       ASYNC_CHAT_FRAMER_NEED_MORE ||
+	                   r.nframes != m->n))
 		fail("a second finish changed something", &r);
 
-	async_chat__framer_clear(&r.fr);
-	evbuffer_free(r.buf);
 	free(r.got);
 	free(r.end);
 	free(r.matched);
+	free(r.skipped);
+	free(r.chunk_end);
+}
+
+/* The length-field encoder on the script's specs: its header, decoded by
+ * a framer, announces the payload; its errors are as documented. */
+static void
+check_encode(const struct input *in)
+{
+	unsigned char h[64];
+	size_t i, k;
+
+	for (i = 0; i < in->nsteps; i++) {
+		const struct fm_term *t = &in->ex[i].step.term;
+		struct async_chat_length_field lf;
+		struct async_chat_framer *fr;
+		struct async_chat_framer_event ev;
+		struct async_chat_terminator got;
+		uint64_t payload = in->len * 37 + i * 1000003u;
+		ev_ssize_t n;
+
+		if (t->kind != ASYNC_CHAT_TERM_LENGTH)
+			continue;
+		lf = t->lf;
+		if (i & 1)
+			payload <<= 40;
+		n = async_chat_length_field_encode(&lf, payload, h, sizeof(h));
+		if (n < 0) {
+			if (errno != ERANGE)
+				abort();
+			continue;
+		}
+		for (k = 0; k < lf.offset; k++)
+			if (h[k] != 0)
+				abort();
+		errno = 0;
+		if (async_chat_length_field_encode(&lf, payload, h,
+		        (size_t)n - 1) != -1 || errno != ENOBUFS)
+			abort();
+		if (payload > UINT64_MAX - (uint64_t)n)
+			continue;
+		lf.strip = (uint64_t)n;
+		fr = async_chat_framer_new();
+		if (fr == NULL ||
+		    async_chat_framer_set_terminator_length(fr, &lf) != 0)
+			abort();
+		k = (size_t)async_chat_framer_next(fr, h, (size_t)n, &ev);
+		async_chat_framer_get_terminator(fr, &got);
+		if (ev.consumed != (size_t)n ||
+		    k != (payload ? ASYNC_CHAT_FRAMER_NEED_MORE
+		                  : ASYNC_CHAT_FRAMER_END) ||
+		    got.count != payload) {
+			fprintf(stderr, "fuzz_framer: encode round trip of "
+			                "%llu\n",
+			    (unsigned long long)payload);
+			abort();
+		}
+		async_chat_framer_free(fr);
+	}
+}
+
+/* Arguments the API refuses, once per process. */
+static void
+check_refusals(void)
+{
+	static int done;
+	struct async_chat_framer *fr;
+	struct async_chat_framer_event ev;
+	struct async_chat_terminator t;
+	struct async_chat_length_field lf;
+	const void *alt[1] = {"x"};
+	size_t len[1] = {1}, zero[1] = {0};
+	unsigned char out[16];
+
+	if (done++)
+		return;
+	fr = async_chat_framer_new();
+	memset(&lf, 0, sizeof(lf));
+	if (fr == NULL ||
+	    async_chat_framer_next(NULL, NULL, 0, &ev) != -1 ||
+	    async_chat_framer_next(fr, NULL, 1, &ev) != -1 ||
+	    async_chat_framer_finish(fr, NULL) != -1 ||
+	    async_chat_framer_get_terminator(NULL, &t) != -1 ||
+	    async_chat_framer_set_max_frame(NULL, 1) != -1 ||
+	    async_chat_framer_skip(NULL) != -1 ||
+	    async_chat_framer_set_terminator(NULL, "x", 1) != -1 ||
+	    async_chat_framer_set_terminator(fr, NULL, 1) != -1 ||
+	    async_chat_framer_set_terminator_count(NULL, 1) != -1 ||
+	    async_chat_framer_set_terminator_none(NULL) != -1 ||
+	    async_chat_framer_set_terminator_line(NULL) != -1 ||
+	    async_chat_framer_set_terminators(NULL, alt, len, 1) != -1 ||
+	    async_chat_framer_set_terminators(fr, alt, zero, 1) != -1 ||
+	    async_chat_framer_set_terminator_length(NULL, &lf) != -1 ||
+	    async_chat_length_field_encode(&lf, 1, NULL, 16) != -1)
+		abort();
+	lf.reserved[0] = 1;
+	if (async_chat_framer_set_terminator_length(fr, &lf) != -1 ||
+	    async_chat_length_field_encode(&lf, 1, out, 16) != -1)
+		abort();
+	async_chat_framer_free(fr);
+	async_chat_framer_free(NULL);
+	async_chat_framer_reset(NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -696,10 +1032,21 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static struct input in;
 	struct fm_result m;
 
+	struct async_chat_framer *fr;
+
+	check_refusals();
 	decode(data, size, &in);
 	if (fm_run(in.steps, in.nsteps, in.stream, in.len, &m) != 0)
 		abort();
-	run_input(&in, &m);
+	fr = async_chat_framer_new();
+	if (fr == NULL)
+		abort();
+	run_input(&in, &m, fr);
+	/* The same framer, reset, frames the input again alike. */
+	async_chat_framer_reset(fr);
+	run_input(&in, &m, fr);
+	async_chat_framer_free(fr);
+	check_encode(&in);
 	fm_result_free(&m);
 	free(in.stream);
 	return 0;

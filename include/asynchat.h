@@ -22,8 +22,8 @@
  *   - line mode (beyond asynchat): a frame ends at LF, and a CR just before
  *     the LF is part of the terminator, so "a\r\n" and "a\n" both give "a";
  *   - alternatives (beyond asynchat): a set of byte strings; the match that
- *     ends first in the stream wins, and of matches ending on the same byte
- *     the longest wins.  async_chat_matched_terminator() tells which.
+ *     ends first in the stream wins, of matches ending on the same byte
+ *     the longest, and of equal alternatives the first.  async_chat_matched_terminator() tells which.
  *
  * A terminator set inside any callback applies to the very next unscanned
  * byte, including bytes that arrived in the same read (an HTTP server
@@ -37,11 +37,11 @@
  * split the frame, as in CPython; set terminators in found_terminator
  * for frames that are the same under every chunking.  In line mode a CR
  * taken by the previous frame is not part of the next terminator: a lone
- * "\n" then ends an empty frame (matched 1).  Of equal alternatives the
- * first matches.  Only the
- * concatenation of a frame's collected bytes is the contract; where the
- * collect calls split a frame is unspecified, and the frames are identical
- * whatever the chunking of the input.  collect_incoming_data is never
+ * "\n" then ends an empty frame (matched 1).  Only the concatenation of a
+ * frame's collected bytes is the contract; where the collect calls split
+ * a frame is unspecified, and as long as terminators change only outside
+ * collect_incoming_data the frames are identical whatever the chunking of
+ * the input.  collect_incoming_data is never
  * called with zero bytes.
  *
  * The framing itself is the framer's (see "The framer" below): a channel
@@ -182,9 +182,10 @@ extern "C" {
  * What follows is the frame policy's (async_chat_set_frame_policy()); by
  * default reading is suspended and the bytes past the bound stay unread. */
 #define ASYNC_CHAT_ERR_FRAME_TOO_LONG (-1)
-/** A producer's more() returned -1 (the producer has been freed), or a
- * file pushed with async_chat_push_file() ended before its range did (the
- * channel cannot send anything more). */
+/** A producer's more() returned -1 (the producer has been freed; the rest
+ * of the queue goes on), or a file pushed with async_chat_push_file()
+ * ended before its range did (sent with sendfile, the channel cannot send
+ * anything more; read with pread, the rest of the queue goes on). */
 #define ASYNC_CHAT_ERR_PRODUCER (-2)
 /** The host name given to async_chat_connect_hostname() did not resolve;
  * async_chat_dns_error() gives the resolver's EVUTIL_EAI_* code. */
@@ -322,9 +323,6 @@ enum async_chat_terminator_kind {
  * designated initializer does.  { .width = 4, .strip = 4 } is a 4-byte
  * big-endian body length, delivered without the header.
  */
-/** strip: drop the whole header, whatever its length. */
-#define ASYNC_CHAT_STRIP_HEADER UINT64_MAX
-
 struct async_chat_length_field {
 	/** Bytes of the header before the field, 0 to
 	 * ASYNC_CHAT_TERMINATOR_MAX. */
@@ -341,6 +339,10 @@ struct async_chat_length_field {
 	/** Must be zero. */
 	uint64_t reserved[4];
 };
+
+/** struct async_chat_length_field's strip: drop the whole header,
+ * whatever its length. */
+#define ASYNC_CHAT_STRIP_HEADER UINT64_MAX
 
 /** A description of the current terminator. */
 struct async_chat_terminator {
@@ -595,7 +597,7 @@ enum async_chat_frame_policy {
 	/** Report, then drop the rest of the frame through its terminator
 	 * and go on with the next frame (an SMTP server answering 552, or
 	 * Netty's discard mode).  With no handle_error the frame is dropped
-	 * silently; in collect mode the handler should forget the bytes
+	 * silently; in collect mode handle_error should forget the bytes
 	 * already collected for it.  found_terminator does not run for the
 	 * dropped frame; in message mode the frame's bytes already kept are
 	 * dropped from async_chat_incoming() before handle_error runs.  A
@@ -747,8 +749,9 @@ size_t async_chat_output_pending(const struct async_chat *chat);
 
 /**
  * Queue a formatted string, as printf(3) formats it (since 0.2).
- * @return the number of bytes queued, or -1 with errno as
- *   async_chat_push() or EINVAL (NULL fmt), or the formatting's error.
+ * @return the number of bytes queued, or -1 with errno EINVAL (NULL
+ *   channel or fmt), ENOTCONN, EPIPE, ENOMEM, or the formatting's error
+ *   (EOVERFLOW).
  */
 int async_chat_push_printf(struct async_chat *chat, const char *fmt, ...)
 #ifdef __GNUC__
@@ -776,10 +779,11 @@ int async_chat_resume_producer(struct async_chat *chat);
  * A high-water mark on pending output (since 0.2), as Netty's writability
  * or Twisted's pauseProducing: handler(chat, 1, arg) runs when
  * async_chat_output_pending() rises above high, inside the push that made
- * it, and handler(chat, 0, arg) once it has fallen to low or below again,
- * from the write callback, so a proxy or a broadcaster stops reading or
- * producing meanwhile.  Producers keep the low-water rule of
- * out_buffer_size.  high 0 turns it off.
+ * it (or inside this call if it already is above, or from the loop when a
+ * producer's or a file's bytes take it there), and handler(chat, 0, arg)
+ * once it has fallen to low or below again, from the event loop, so a
+ * proxy or a broadcaster stops reading or producing meanwhile.  Producers
+ * keep the low-water rule of out_buffer_size.  high 0 turns it off.
  * @return 0, or -1 with errno EINVAL (NULL channel or handler with
  *   high > 0, low > high) or ENOTCONN, or ENOMEM.
  */
@@ -792,7 +796,9 @@ int async_chat_set_high_water(struct async_chat *chat, size_t low,
  * libuv's uv_shutdown() callback: handler(chat, 0, arg) once everything
  * queued before it has been handed to the transport and the sending side
  * has been shut down, or handler(chat, err, arg) with the errno of the
- * shutdown.  NULL turns it off.
+ * shutdown.  It runs from the event loop, for shutdowns that happen while
+ * it is set, and not at all if the channel closes first.  NULL turns it
+ * off.
  * @return 0, or -1 with errno EINVAL, ENOTCONN or ENOMEM.
  */
 int async_chat_set_shutdown_handler(struct async_chat *chat,
@@ -811,13 +817,14 @@ int async_chat_pause_reading(struct async_chat *chat);
  * the event loop, without waiting for new data (inside collect or found of
  * this channel, the running scan simply goes on).  Resuming clears every
  * suspension the application can clear: its own pause, a frame bound, a
- * length-field error and a read timeout set on the bufferevent.
+ * length-field error, a passed frame deadline and a read timeout set on
+ * the bufferevent; the idle clock and the frame deadline start again.
  * @return 0, or -1 with errno EINVAL, ENOTCONN, EPIPE (the peer's EOF has
- *   already been handled), EMSGSIZE (the frame reported as too long is
- *   still past the bound: raise it, discard, or set another terminator
- *   first), EPROTO (the length-field header reported as invalid is still
- *   the next input: set another terminator or discard first) or EPIPE
- *   (the CLOSE frame policy stopped reading for good). */
+ *   already been handled, or the CLOSE frame policy stopped reading for
+ *   good), EMSGSIZE (the frame reported as too long is still past the
+ *   bound: raise it, skip or discard it, or set another terminator
+ *   first) or EPROTO (the length-field header reported as invalid is
+ *   still the next input: set another terminator or discard first). */
 int async_chat_resume_reading(struct async_chat *chat);
 
 /**
@@ -835,10 +842,13 @@ int async_chat_resume_reading(struct async_chat *chat);
  *     ever.  It may differ per terminator: set it in found_terminator with
  *     the next terminator; a new value applies to the frame in progress,
  *     counted from its first byte.
- * The handler may close the channel, or go on.  Timeouts set directly on
- * the bufferevent keep working as before (ETIMEDOUT).
- * @return 0, or -1 with errno EINVAL (NULL channel, negative tv) or
- *   ENOTCONN, or ENOMEM.
+ * The idle clock and the frame deadline stop while reading is suspended
+ * (and the idle clock at the peer's EOF); async_chat_resume_reading()
+ * starts them again.  The handler may close the channel, or go on.
+ * Timeouts set directly on the bufferevent keep working as before
+ * (ETIMEDOUT).
+ * @return 0, or -1 with errno EINVAL (NULL channel, a negative tv or a
+ *   tv_usec of 1000000 or more) or ENOTCONN, or ENOMEM.
  */
 int async_chat_set_idle_timeout(struct async_chat *chat,
     const struct timeval *tv);
@@ -852,17 +862,19 @@ int async_chat_set_frame_timeout(struct async_chat *chat,
  * collecting or buffering it (since 0.2).  found_terminator still runs at
  * the frame's end, so the application sets the next terminator there as
  * usual; in message mode async_chat_incoming() then holds none of the
- * dropped bytes (those kept before the call stay).  A message-mode server
- * that does not want a body it has just seen the length of sets the count
- * and calls this.
+ * dropped bytes (those kept before the call stay).  Called in
+ * found_terminator it applies to the next frame, the one the terminator
+ * set there frames: a message-mode server that does not want a body it
+ * has just seen the length of sets the count and calls this.
  * @return 0, or -1 with errno EINVAL, ENOTCONN or EPROTO (a length-field
  *   header is invalid: the frame's end is unknown).
  */
 int async_chat_skip_frame(struct async_chat *chat);
 
 /** 1 if reading is suspended for any reason (the application's pause, a
- * frame bound, a length-field error, a read timeout, a frame deadline,
- * the CLOSE frame policy), 0 if not, -1 with errno EINVAL for NULL. */
+ * frame bound, a length-field error, a read timeout set on the
+ * bufferevent, a frame deadline, the CLOSE frame policy), 0 if not, -1
+ * with errno EINVAL for NULL. */
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).
@@ -903,6 +915,27 @@ int async_chat_connected(const struct async_chat *chat);
 
 /*
  * The listener: asyncore's accepting dispatcher
+ *
+ * A listener accepts connections on a listening socket in the event loop
+ * and hands each one to handle_accept.  It is made on an address
+ * (async_chat_listener_new(), async_chat_listener_new_flags()), a host
+ * name and port (async_chat_listener_new_hostname()), a Unix-domain path
+ * (async_chat_listener_new_unix()) or a socket already listening
+ * (async_chat_listener_new_fd()).  A channel connects to any of them
+ * with async_chat_connect(), a struct sockaddr_un included.
+ *
+ * ACCEPT ERRORS BACK OFF.  libevent retries EINTR, EAGAIN and
+ * ECONNABORTED at once, by itself.  Any other accept(2) failure (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM...) would fail again at once, so the listener
+ * stops accepting for a while: 10 ms after the first error, twice as long
+ * after each error in a row, at most 1 s, and back to 10 ms once an
+ * accept succeeds.  When the delay is over it accepts again by itself:
+ * connections wait in the backlog meanwhile.  A storm of errors so costs
+ * seven failed accept calls in its first second and one a second after
+ * that, and accepting comes back within a second of descriptors being
+ * free.  The error handler, if set,
+ * is told of each error first; the back-off follows unless it paused or
+ * freed the listener.
  */
 
 /** Called for each accepted connection with a non-blocking socket that
@@ -910,45 +943,156 @@ int async_chat_connected(const struct async_chat *chat);
 typedef void (*async_chat_accept_fn)(struct async_chat_listener *listener,
     evutil_socket_t fd, const struct sockaddr *addr, int addrlen, void *arg);
 
-/** Called when accept(2) fails (err is its errno, e.g. EMFILE); the
- * listener keeps listening unless paused or freed. */
+/** Called when accept(2) fails with an error other than EINTR, EAGAIN or
+ * ECONNABORTED (err is its errno, e.g. EMFILE).  Every API call may be
+ * made in it.  When it returns, the listener backs off (see "ACCEPT ERRORS
+ * BACK OFF" above) unless the handler has freed it or paused it
+ * (async_chat_listener_pause()): after a pause the listener stays paused
+ * until async_chat_listener_resume(), with no back-off of its own. */
 typedef void (*async_chat_accept_error_fn)(struct async_chat_listener *listener,
     int err, void *arg);
+
+/** @name Listener flags (since 0.2)
+ * For async_chat_listener_new_flags() and
+ * async_chat_listener_new_hostname(); other bits fail with EINVAL. */
+/**@{*/
+/** SO_REUSEPORT: several listeners, in one process (one per event_base,
+ * say) or in several, may listen on the same address and port if each
+ * sets it; the system spreads the connections among them.  Where the
+ * system has no SO_REUSEPORT the listener is not made (ENOPROTOOPT, or
+ * the setsockopt(2) error). */
+#define ASYNC_CHAT_LISTEN_REUSEPORT (1u << 0)
+/** IPV6_V6ONLY on an IPv6 socket: it takes IPv6 connections only, not
+ * IPv4 ones as IPv4-mapped addresses, whatever the system's default
+ * (Linux: net.ipv6.bindv6only).  No effect on other families. */
+#define ASYNC_CHAT_LISTEN_IPV6_ONLY (1u << 1)
+/**@}*/
 
 /**
  * Listen on addr (SO_REUSEADDR, close-on-exec) and call handle_accept for
  * each connection.  Port 0 picks a free port; see
- * async_chat_listener_get_address().
+ * async_chat_listener_get_address().  Equivalent to
+ * async_chat_listener_new_flags() with flags 0.  addr may be a struct
+ * sockaddr_un: its path must not exist (EADDRINUSE), and it is left in
+ * place when the listener is freed; async_chat_listener_new_unix()
+ * handles the path instead.
  *
- * @param backlog listen(2) backlog, or -1 for a sensible default
+ * @param backlog listen(2) backlog (0 or more), or -1 for 128
  * @return the listener, or NULL with errno EINVAL (NULL base, addr or
  *   handle_accept, addrlen <= 0, backlog < -1), ENOMEM, or the socket(2),
- *   bind(2) or listen(2) error (EADDRINUSE...).
+ *   setsockopt(2), bind(2) or listen(2) error (EADDRINUSE...).
  */
 struct async_chat_listener *async_chat_listener_new(struct event_base *base,
     const struct sockaddr *addr, int addrlen, int backlog,
     async_chat_accept_fn handle_accept, void *arg);
 
 /**
+ * async_chat_listener_new() with ASYNC_CHAT_LISTEN_* flags (since 0.2).
+ * @param flags 0 or ASYNC_CHAT_LISTEN_* flags
+ * @return the listener, or NULL with errno as async_chat_listener_new(),
+ *   or EINVAL (an unknown flag) or ENOPROTOOPT (REUSEPORT where the
+ *   system has none).
+ */
+struct async_chat_listener *async_chat_listener_new_flags(
+    struct event_base *base, const struct sockaddr *addr, int addrlen,
+    unsigned flags, int backlog, async_chat_accept_fn handle_accept,
+    void *arg);
+
+/**
+ * Listen on a host name or address and a port given as strings (since
+ * 0.2), as async_chat_connect_hostname() connects: host and port are
+ * resolved with getaddrinfo(3) (AI_PASSIVE; this call blocks while it
+ * runs, so call it at start-up, not from a busy loop).
+ *
+ * host is a name ("localhost"), a numeric address ("127.0.0.1", "::1"),
+ * or NULL for every address of the machine.  When it gives several
+ * addresses, they are tried in the resolver's order and the listener
+ * listens on the first that can be bound, and on that one only; make one
+ * listener per address to listen on several.  With host NULL and
+ * family AF_UNSPEC, the IPv6 wildcard "::" is tried first with
+ * IPV6_V6ONLY off, so one socket takes IPv4 and IPv6 connections (IPv6
+ * only with ASYNC_CHAT_LISTEN_IPV6_ONLY), then the IPv4 wildcard, for a
+ * machine without IPv6.  Where the address matters ("localhost" may give
+ * ::1 or 127.0.0.1), ask async_chat_listener_get_address().
+ *
+ * @param family AF_INET, AF_INET6 or AF_UNSPEC (either)
+ * @param host the name or numeric address, or NULL
+ * @param port a decimal port from "0" (a free port) to "65535", or a
+ *   service name ("http")
+ * @param flags 0 or ASYNC_CHAT_LISTEN_* flags
+ * @param backlog as async_chat_listener_new()
+ * @param dns_error if not NULL, set to the resolver's EVUTIL_EAI_* code
+ *   when resolving fails (evutil_gai_strerror() names it), else to 0
+ * @return the listener, or NULL with errno EINVAL (NULL base, port or
+ *   handle_accept, an empty port, a number that is not a port ("70000",
+ *   "80x"), family not AF_INET, AF_INET6 or AF_UNSPEC, an unknown
+ *   flag, backlog < -1), ENOENT (resolving failed: see *dns_error),
+ *   EADDRNOTAVAIL (the name has no address of the family), ENOMEM, or the
+ *   error of the last address tried as for async_chat_listener_new_flags()
+ *   (EADDRINUSE...).
+ */
+struct async_chat_listener *async_chat_listener_new_hostname(
+    struct event_base *base, int family, const char *host, const char *port,
+    unsigned flags, int backlog, async_chat_accept_fn handle_accept,
+    void *arg, int *dns_error);
+
+/**
+ * Listen on a Unix-domain stream socket at path (since 0.2); channels
+ * connect to it with async_chat_connect() and a struct sockaddr_un.
+ *
+ * If path exists already: a socket that no listener has open any more
+ * (a connect to it is refused, as after a crash) is removed and replaced;
+ * a socket that a listener has open (that listener sees the test as a
+ * connection closed at once), or anything that is not a socket, is left
+ * alone and the call fails with EADDRINUSE.  The socket is made
+ * with the process's umask.  async_chat_listener_free() removes path if
+ * it is still this listener's socket (the same file), so a process that
+ * forks should free the listener in one process only.
+ *
+ * @param path a file name, shorter than sun_path (107 bytes on Linux)
+ * @param flags must be 0 (reserved for later flags)
+ * @param backlog as async_chat_listener_new()
+ * @return the listener, or NULL with errno EINVAL (NULL base, path or
+ *   handle_accept, empty path, flags not 0, backlog < -1), ENAMETOOLONG
+ *   (path too long), EADDRINUSE (see above), ENOMEM, or the error of
+ *   lstat(2), unlink(2), socket(2), bind(2) or listen(2) (ENOENT for a
+ *   missing directory, EACCES...).
+ */
+struct async_chat_listener *async_chat_listener_new_unix(
+    struct event_base *base, const char *path, unsigned flags, int backlog,
+    async_chat_accept_fn handle_accept, void *arg);
+
+/**
  * Accept on a socket that is already bound and listening.  The listener
  * owns fd (it is made non-blocking and closed by the listener).
  * @return the listener, or NULL with errno EINVAL (NULL base or
- *   handle_accept, fd < 0), EBADF (fd cannot be made non-blocking) or
- *   ENOMEM; on failure fd is not closed.
+ *   handle_accept, fd < 0, fd not a stream socket, or not listening: one
+ *   that is would make accept(2) fail at every turn), EBADF (fd is not
+ *   open or cannot be made non-blocking), ENOTSOCK (fd is not a socket)
+ *   or ENOMEM; on failure fd is not closed.
  */
 struct async_chat_listener *async_chat_listener_new_fd(struct event_base *base,
     evutil_socket_t fd, async_chat_accept_fn handle_accept, void *arg);
 
-/** Set the accept error handler (NULL: accept errors are ignored, and the
- * listener keeps listening).  @return 0, or -1 with errno EINVAL. */
+/** Set the accept error handler (NULL, the default: errors are not
+ * reported; either way the listener backs off as "ACCEPT ERRORS BACK OFF"
+ * says).  @return 0, or -1 with errno EINVAL. */
 int async_chat_listener_set_error_handler(struct async_chat_listener *listener,
     async_chat_accept_error_fn handle_error);
 
-/** Stop accepting (connections wait in the backlog) and resume.
+/** Stop accepting (connections wait in the backlog) and resume.  Safe
+ * inside handle_accept and the error handler.  Resuming during a back-off
+ * lets accepting start again when the back-off ends.
  * @return 0, or -1 with errno EINVAL (NULL) or the error of adding or
  *   removing the listening event. */
 int async_chat_listener_pause(struct async_chat_listener *listener);
 int async_chat_listener_resume(struct async_chat_listener *listener);
+
+/** 1 while the listener is backing off after an accept error (it accepts
+ * again by itself when the delay is over), 0 if not, -1 with errno EINVAL
+ * for NULL (since 0.2). */
+int async_chat_listener_backing_off(
+    const struct async_chat_listener *listener);
 
 /** The listening socket, or -1 for NULL. */
 evutil_socket_t async_chat_listener_get_fd(
@@ -961,7 +1105,9 @@ int async_chat_listener_get_address(const struct async_chat_listener *listener,
     struct sockaddr *addr, int *addrlen);
 
 /** Close the listening socket and free the listener; channels it made are
- * not affected.  Safe inside handle_accept.  NULL is ignored. */
+ * not affected.  A listener made by async_chat_listener_new_unix() removes
+ * its path (see there).  Safe inside handle_accept and the error handler:
+ * no callback of the listener runs after it.  NULL is ignored. */
 void async_chat_listener_free(struct async_chat_listener *listener);
 
 /*

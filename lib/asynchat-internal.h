@@ -145,6 +145,10 @@ struct async_chat__ext *async_chat__get_ext(struct async_chat *chat);
 /* After a push: tell the high-water handler if output rose above it. */
 void async_chat__check_high(struct async_chat *chat);
 
+/* listener.c: the delay the next accept error backs off for. */
+int async_chat__listener_next_backoff_ms(
+    const struct async_chat_listener *l);
+
 /* group.c: the channel leaves its group, if any. */
 void async_chat__group_leave(struct async_chat *chat);
 

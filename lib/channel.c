@@ -188,6 +188,10 @@ async_chat__refill(struct async_chat *chat, int from_loop)
 			if (chat->closed)
 				break;
 		}
+		if (from_loop && chat->ext != NULL && !chat->ext->above)
+			async_chat__check_high(chat); /* producers' bytes */
+		if (chat->closed)
+			break;
 		if (from_loop && chat->ext != NULL && chat->ext->above &&
 		    async_chat_output_pending(chat) <= chat->ext->low) {
 			chat->ext->above = 0;

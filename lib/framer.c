@@ -215,6 +215,12 @@ changed(struct async_chat_framer *fr, enum async_chat_terminator_kind kind,
 	fr->npat = (uint8_t)npat;
 	fr->too_long = 0;
 	fr->lf_phase = LF_HEADER;
+	/* Bytes the old terminator scanned but not handed out are framed
+	 * again; only a frame whose last byte is out still ends first. */
+	if (fr->todo > 0) {
+		fr->todo = 0;
+		fr->have_end = 0;
+	}
 	reset_scan(fr);
 }
 
@@ -400,7 +406,9 @@ async_chat_framer_get_terminator(const struct async_chat_framer *fr,
 	case ASYNC_CHAT_TERM_LENGTH:
 		out->bytes = &fr->lf->spec;
 		out->len = sizeof(fr->lf->spec);
-		out->count = fr->lf_phase == LF_BODY ? fr->count : 0;
+		/* the header is complete from LF_CHECK on */
+		out->count = fr->lf_phase == LF_BODY ||
+		        fr->lf_phase == LF_CHECK ? fr->count : 0;
 		break;
 	case ASYNC_CHAT_TERM_NONE:
 		break;
@@ -734,13 +742,14 @@ end_frame(struct async_chat_framer *fr, struct span *sp,
 	t -= c;
 	if (t > sp->len) /* the caller dropped bytes it had not consumed */
 		t = sp->len;
-	sp->p += t;
-	sp->len -= t;
-	ev->consumed += t;
+	if (t > 0) { /* the span may be NULL, 0 */
+		sp->p += t;
+		sp->len -= t;
+		ev->consumed += t;
+	}
 	fr->scanned = fr->scanned > fr->term_len ?
 	    fr->scanned - fr->term_len : 0;
 	ev->len = fr->term_len;
-	ev->matched = fr->matched;
 	fr->have_end = 0;
 	fr->frame_bytes = 0;
 	if (fr->kind == ASYNC_CHAT_TERM_LENGTH)
@@ -749,6 +758,7 @@ end_frame(struct async_chat_framer *fr, struct span *sp,
 		fr->skipping = 0;
 		return emit(fr, ev, ASYNC_CHAT_FRAMER_SKIPPED);
 	}
+	ev->matched = fr->matched;
 	return emit(fr, ev, ASYNC_CHAT_FRAMER_END);
 }
 
@@ -1029,7 +1039,9 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 			q = memchr(q, tb[0], (size_t)(end - q) - t + 1);
 			if (q == NULL)
 				return 0;
-			if (memcmp(q + 1, tb + 1, t - 1) == 0)
+			if (t == 1 || (q[1] == tb[1] &&
+					  (t == 2 ||
+					      memcmp(q + 2, tb + 2, t - 2) == 0)))
 				break;
 		}
 		if ((size_t)(end - q) < t)
@@ -1124,6 +1136,21 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 	sp.len = len;
 	if (fr->have_end && fr->todo == 0) /* the usual second call */
 		return end_frame(fr, &sp, ev);
+	if (len > 0) {
+		size_t flen;
+
+		/* A whole frame in the span: its bytes at once. */
+		if (async_chat__framer_fast(fr, data, len, &flen)) {
+			if (flen == 0)
+				return end_frame(fr, &sp, ev);
+			fr->too_long = 0;
+			ev->kind = ASYNC_CHAT_FRAMER_DATA;
+			ev->data = data;
+			ev->len = flen;
+			ev->consumed = flen;
+			return ASYNC_CHAT_FRAMER_DATA;
+		}
+	}
 	return next_event(fr, &sp, ev);
 }
 

@@ -990,6 +990,76 @@ op_pause_resume(struct fx_chan *c, enum fx_cb which)
 	}
 }
 
+static void
+op_push_printf(struct fx_chan *c, enum fx_cb which)
+{
+	ck_assert_int_eq(async_chat_push_printf(c->chat, "%c", 'X'), 1);
+	c->want++;
+}
+
+static void
+op_push_framed(struct fx_chan *c, enum fx_cb which)
+{
+	static const struct async_chat_length_field spec = {.width = 1};
+
+	ck_assert_int_eq(async_chat_push_length_prefixed(c->chat, &spec, "X",
+	                     1), 0);
+	c->want += 2;
+}
+
+static void
+op_term_length(struct fx_chan *c, enum fx_cb which)
+{
+	static const struct async_chat_length_field spec = {.width = 1};
+
+	ck_assert_int_eq(async_chat_set_terminator_length(c->chat, &spec), 0);
+}
+
+static void
+op_skip_frame(struct fx_chan *c, enum fx_cb which)
+{
+	ck_assert_int_eq(async_chat_skip_frame(c->chat), 0);
+}
+
+static void
+no_high_water(struct async_chat *chat, int above, void *arg)
+{
+	ck_abort_msg("high water passed in a run this short");
+}
+
+/* Settings that change nothing in a run this short. */
+static void
+op_settings(struct fx_chan *c, enum fx_cb which)
+{
+	static const struct timeval ten = {10, 0};
+
+	ck_assert_int_eq(async_chat_set_idle_timeout(c->chat, &ten), 0);
+	ck_assert_int_eq(async_chat_set_write_timeout(c->chat, &ten), 0);
+	ck_assert_int_eq(async_chat_set_frame_timeout(c->chat, &ten), 0);
+	EXPECT_ERRNO(async_chat_set_high_water(c->chat, 1 << 20, 1 << 21,
+	                 NULL), EINVAL);
+	ck_assert_int_eq(async_chat_set_high_water(c->chat, 1 << 20, 1 << 21,
+	                     no_high_water), 0);
+	ck_assert_int_eq(async_chat_set_shutdown_handler(c->chat, NULL), 0);
+	ck_assert_int_eq(async_chat_set_frame_policy(c->chat,
+	                     ASYNC_CHAT_FRAME_PAUSE), 0);
+	ck_assert_int_eq(async_chat_resume_producer(c->chat), 0);
+}
+
+static void
+op_group(struct fx_chan *c, enum fx_cb which)
+{
+	struct async_chat_group *g = async_chat_group_new(c->base);
+
+	ck_assert_ptr_nonnull(g);
+	ck_assert_int_eq(async_chat_group_add(g, c->chat), 0);
+	ck_assert_uint_eq(async_chat_group_count(g), 1);
+	ck_assert_int_eq(async_chat_group_push(g, "X", 1), 1);
+	c->want++;
+	ck_assert_int_eq(async_chat_group_remove(g, c->chat), 0);
+	async_chat_group_free(g);
+}
+
 static const struct reent_op {
 	const char *name;
 	fx_hook run;
@@ -1004,6 +1074,12 @@ static const struct reent_op {
     {"term_line", op_term_line, R_KEEPS_FRAMES},
     {"push", op_push, R_PUSHES | R_KEEPS_FRAMES},
     {"pause_resume", op_pause_resume, R_KEEPS_FRAMES},
+    {"push_printf", op_push_printf, R_PUSHES | R_KEEPS_FRAMES},
+    {"push_length_prefixed", op_push_framed, R_PUSHES | R_KEEPS_FRAMES},
+    {"term_length", op_term_length, 0},
+    {"skip_frame", op_skip_frame, 0},
+    {"settings", op_settings, R_KEEPS_FRAMES},
+    {"group", op_group, R_PUSHES | R_KEEPS_FRAMES},
 };
 
 /* When the frames "abc" and "def" are checked at the end. */

@@ -1,7 +1,8 @@
 /*
  * framer_model.c - the reference model of the framer: no automaton, no
  * held-back bytes, just "does the frame now end with the terminator?"
- * after every byte.  Slow on purpose; see framer_model.h.
+ * after every byte, and length-field frames read whole at their start.
+ * Slow on purpose; see framer_model.h.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,16 @@ fm_any(const void *const *bytes, const size_t *lens, size_t n)
 	return t;
 }
 
+struct fm_term
+fm_length(const struct async_chat_length_field *spec)
+{
+	struct fm_term t = fm_none();
+
+	t.kind = ASYNC_CHAT_TERM_LENGTH;
+	t.lf = *spec;
+	return t;
+}
+
 const struct fm_step *
 fm_step_at(const struct fm_step *steps, size_t nsteps, size_t frame)
 {
@@ -95,7 +106,8 @@ ends_with(
 }
 
 static int
-push_frame(struct fm_result *r, size_t off, size_t len, int matched)
+push_frame(struct fm_result *r, size_t off, size_t len, int matched,
+    size_t begin, size_t hdr)
 {
 	if (r->n == r->cap) {
 		size_t cap = r->cap ? 2 * r->cap : 16;
@@ -109,8 +121,69 @@ push_frame(struct fm_result *r, size_t off, size_t len, int matched)
 	r->frame[r->n].off = off;
 	r->frame[r->n].len = len;
 	r->frame[r->n].matched = matched;
+	r->frame[r->n].begin = begin;
+	r->frame[r->n].hdr = hdr;
 	r->n++;
 	return 0;
+}
+
+/*
+ * A length-field frame at s[start..len), read the slow way: the header's
+ * bytes one by one, the arithmetic in 128 bits.  Returns 1 with the frame's
+ * length in *frame when it is whole in the stream, 0 when the stream ends
+ * first (*hdr is then 0 if the header is not complete), or -1 when the
+ * header is invalid (*hdr: the bytes of it the framer takes).
+ */
+static int
+lf_frame(const struct async_chat_length_field *lf, const unsigned char *s,
+    size_t start, size_t len, size_t *hdr, unsigned __int128 *frame)
+{
+	const size_t have = len - start;
+	unsigned __int128 v = 0, body;
+	size_t i, w;
+
+	*hdr = 0;
+	if (lf->width != 0) {
+		w = lf->width;
+		if (have < lf->offset + w)
+			return 0;
+		for (i = 0; i < w; i++) {
+			size_t k = lf->little_endian ? w - 1 - i : i;
+
+			v = v * 256 + s[start + lf->offset + k];
+		}
+	} else {
+		for (w = 1;; w++) {
+			unsigned char b;
+
+			if (have < lf->offset + w)
+				return 0;
+			b = s[start + lf->offset + w - 1];
+			v += (unsigned __int128)(b & 0x7f) << (7 * (w - 1));
+			if (!(b & 0x80))
+				break;
+			if (w == 10) { /* an eleventh byte would follow */
+				*hdr = lf->offset + w;
+				return -1;
+			}
+		}
+		if (v > UINT64_MAX) {
+			*hdr = lf->offset + w;
+			return -1;
+		}
+	}
+	*hdr = lf->offset + w;
+	if (lf->adjust < 0 && v < (unsigned __int128)(-(__int128)lf->adjust))
+		return -1;
+	body = (unsigned __int128)((__int128)v + lf->adjust);
+	if (body > (unsigned __int128)UINT64_MAX - *hdr)
+		return -1;
+	*frame = body + *hdr;
+	if (lf->strip > *frame)
+		return -1;
+	if (*frame > have)
+		return 0;
+	return 1;
 }
 
 int
@@ -123,6 +196,8 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 	const struct fm_step *step;
 	uint64_t left = 0; /* TERM_COUNT: bytes still missing */
 	size_t start = 0, i, j;
+	size_t taken = 0; /* the end of a header that was recovered from */
+	int recovered = 0;
 
 	memset(out, 0, sizeof(*out));
 	step = fm_step_at(steps, nsteps, 0);
@@ -135,6 +210,69 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 		int matched = -1;
 
 		switch (term->kind) {
+		case ASYNC_CHAT_TERM_LENGTH: {
+			unsigned __int128 frame;
+			size_t hdr;
+			int rc;
+
+			/* i == start: length fields are read at frame starts */
+			rc = lf_frame(&term->lf, s, start, len, &hdr, &frame);
+			if (rc == 0) {
+				/* the tail: a partial header as it is, or the
+				 * partial frame less its strip */
+				out->tail_off = start;
+				out->tail_begin = start;
+				if (hdr != 0)
+					out->tail_off = len - start <
+					        term->lf.strip
+					    ? len
+					    : start + (size_t)term->lf.strip;
+				out->tail_len = len - out->tail_off;
+				return 0;
+			}
+			if (rc < 0) {
+				step = recovered ? NULL
+				                 : fm_step_at(steps, nsteps,
+				                       FM_LENGTH_ERROR);
+				if (step == NULL) {
+					out->error = 1;
+					out->err_off = start;
+					out->err_len = hdr;
+					/* the framer still holds the bytes an
+					 * earlier header took there */
+					if (taken > start + hdr)
+						out->err_len = taken - start;
+					out->tail_off = start;
+					out->tail_begin = start;
+					out->tail_len = 0;
+					return 0;
+				}
+				/* framed again from the header's first byte */
+				recovered = 1;
+				taken = start + hdr;
+				out->recovered_end = taken;
+				out->recovered = 1;
+				out->recovered_at = start;
+				term = &step->term;
+				left = term->count;
+				i--; /* the loop's i++ brings it back to start */
+				continue;
+			}
+			if (push_frame(out, start + (size_t)term->lf.strip,
+			        (size_t)(frame - term->lf.strip), 0, start,
+			        hdr) < 0) {
+				fm_result_free(out);
+				return -1;
+			}
+			start += (size_t)frame;
+			i = start - 1;
+			step = fm_step_at(steps, nsteps, out->n);
+			if (step != NULL) {
+				term = &step->term;
+				left = term->count;
+			}
+			continue;
+		}
 		case ASYNC_CHAT_TERM_COUNT:
 			if (left > 0 && --left == 0)
 				matched = 0;
@@ -175,7 +313,8 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 		}
 		if (matched < 0)
 			continue;
-		if (push_frame(out, start, end - tlen - start, matched) < 0) {
+		if (push_frame(out, start, end - tlen - start, matched, start,
+		        0) < 0) {
 			fm_result_free(out);
 			return -1;
 		}
@@ -187,6 +326,7 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 		}
 	}
 	out->tail_off = start;
+	out->tail_begin = start;
 	out->tail_len = len - start;
 	return 0;
 }

@@ -11,7 +11,15 @@
  * frames have ended (k 0: the terminator at the start), as a
  * found_terminator callback would.  Without a step for frame k the
  * terminator stays; a count that has been reached then collects every
- * byte, like the none terminator.
+ * byte, like the none terminator, and a length field frames the next
+ * frame alike.
+ *
+ * A length-field frame is read whole at its start: header, value, body,
+ * strip, with the errors of struct async_chat_length_field.  Its frame is
+ * the delivered bytes (the frame less its first strip bytes).  An invalid
+ * header ends the run (nothing after it is framed), unless the script has
+ * a step for frame FM_LENGTH_ERROR: its terminator is then set, once, and
+ * frames the stream again from the header's first byte.
  */
 #ifndef ASYNCHAT_FRAMER_MODEL_H_INCLUDED_
 #define ASYNCHAT_FRAMER_MODEL_H_INCLUDED_
@@ -21,15 +29,19 @@
 
 #include "asynchat.h"
 
-/* A terminator: kind and, by kind, a count or 1 (STRING) to
- * ASYNC_CHAT_ALTERNATIVES_MAX (ANY) byte strings. */
+/* A terminator: kind and, by kind, a count, 1 (STRING) to
+ * ASYNC_CHAT_ALTERNATIVES_MAX (ANY) byte strings, or a length field. */
 struct fm_term {
 	enum async_chat_terminator_kind kind;
 	uint64_t count;
 	size_t n;
 	const void *bytes[ASYNC_CHAT_ALTERNATIVES_MAX];
 	size_t len[ASYNC_CHAT_ALTERNATIVES_MAX];
+	struct async_chat_length_field lf; /* TERM_LENGTH */
 };
+
+/* The frame number of the step set on a length error. */
+#define FM_LENGTH_ERROR ((size_t)-1)
 
 struct fm_step {
 	size_t frame; /* frames ended when term is set */
@@ -38,8 +50,11 @@ struct fm_step {
 
 /* A frame, as offsets into the stream given to fm_run(). */
 struct fm_frame {
-	size_t off, len;
+	size_t off, len; /* the bytes delivered */
 	int matched; /* as framer.matched: alternative, or 1 for a bare LF */
+	size_t begin; /* where the frame begins: off, or a length field's
+	               * header */
+	size_t hdr;   /* a length field's header length, else 0 */
 };
 
 struct fm_result {
@@ -47,6 +62,17 @@ struct fm_result {
 	size_t n, cap;
 	/* The bytes after the last frame: collected, never ended. */
 	size_t tail_off, tail_len;
+	size_t tail_begin; /* where the unended frame begins */
+	/* A length error ended the run: the header starts at err_off and
+	 * its err_len bytes are all that the framer may take of it (those
+	 * of an earlier header there, recovered from, if that was longer). */
+	int error;
+	size_t err_off, err_len;
+	/* A length error was recovered from by the FM_LENGTH_ERROR step at
+	 * header offset recovered_at (the run went on). */
+	int recovered;
+	size_t recovered_at;
+	size_t recovered_end; /* where that header ended */
 };
 
 /* Terminator constructors; they keep the pointers, not copies. */
@@ -55,6 +81,7 @@ struct fm_term fm_count(uint64_t count);
 struct fm_term fm_line(void);
 struct fm_term fm_string(const void *bytes, size_t len);
 struct fm_term fm_any(const void *const *bytes, const size_t *lens, size_t n);
+struct fm_term fm_length(const struct async_chat_length_field *spec);
 
 /* The step that applies once frame frames have ended, or NULL.  Of steps
  * for the same frame the last one wins. */
