@@ -101,7 +101,6 @@ static struct client *doomed;
 static int shutting_down;
 static struct event_base *base;
 static struct async_chat_listener *listener;
-static struct event *accept_retry;
 
 /*
  * Output
@@ -604,24 +603,12 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	reap();
 }
 
-static void
-resume_accepting(evutil_socket_t fd, short what, void *arg)
-{
-	async_chat_listener_resume(listener);
-}
-
-/* Out of descriptors or memory: the pending connection stays in the
- * backlog, so stop accepting for a moment instead of spinning on it. */
+/* Out of descriptors or memory: the listener backs off by itself (the
+ * pending connection waits in the backlog); say so. */
 static void
 accept_error(struct async_chat_listener *l, int err, void *arg)
 {
-	struct timeval tv = { 0, 100 * 1000 };
-
 	fprintf(stderr, "accept: %s\n", strerror(err));
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		async_chat_listener_pause(l);
-		evtimer_add(accept_retry, &tv);
-	}
 }
 
 /*
@@ -643,7 +630,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	shutting_down = 1;
 	async_chat_listener_free(listener);
 	listener = NULL;
-	event_del(accept_retry);
 	async_chat_group_push(room, notice, sizeof(notice) - 1);
 	reap(); /* the notice may have doomed a slow reader */
 	/* Each closes once its queued output is sent; the deadline closes
@@ -705,13 +691,9 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((base = event_base_new()) == NULL)
 		return 1;
-	accept_retry = evtimer_new(base, resume_accepting, NULL);
 	room = async_chat_group_new(base);
 	lobby = async_chat_group_new(base);
-	if (accept_retry == NULL || room == NULL || lobby == NULL ||
-	    start_listening(port) < 0) {
-		if (accept_retry != NULL)
-			event_free(accept_retry);
+	if (room == NULL || lobby == NULL || start_listening(port) < 0) {
 		async_chat_group_free(room);
 		async_chat_group_free(lobby);
 		event_base_free(base);
@@ -730,7 +712,6 @@ main(int argc, char **argv)
 	async_chat_group_free(room);
 	async_chat_group_free(lobby);
 	async_chat_listener_free(listener);
-	event_free(accept_retry);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(base);

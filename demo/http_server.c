@@ -131,7 +131,6 @@ static struct timeval idle_timeout = { 30, 0 };
 static struct timeval grace = { 10, 0 };
 static struct event_base *base;
 static struct async_chat_listener *listener;
-static struct event *accept_retry;
 static char root[PATH_MAX];
 static size_t root_len;
 
@@ -907,24 +906,12 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	expect_head(c);
 }
 
-static void
-resume_accepting(evutil_socket_t fd, short what, void *arg)
-{
-	async_chat_listener_resume(listener);
-}
-
-/* Out of descriptors or memory: the pending connection stays in the
- * backlog, so stop accepting for a moment instead of spinning on it. */
+/* Out of descriptors or memory: the listener backs off by itself (the
+ * pending connection waits in the backlog); say so. */
 static void
 accept_error(struct async_chat_listener *l, int err, void *arg)
 {
-	struct timeval tv = { 0, 100 * 1000 };
-
 	fprintf(stderr, "accept: %s\n", strerror(err));
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		async_chat_listener_pause(l);
-		evtimer_add(accept_retry, &tv);
-	}
 }
 
 /*
@@ -942,7 +929,6 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 	shutting_down = 1;
 	async_chat_listener_free(listener);
 	listener = NULL;
-	event_del(accept_retry);
 	/* Each closes once its queued output is sent; whatever is left
 	 * when the grace deadline passes is closed then.  client_free
 	 * ends the loop when the last one is gone. */
@@ -1055,12 +1041,8 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((base = event_base_new()) == NULL)
 		return 1;
-	accept_retry = evtimer_new(base, resume_accepting, NULL);
 	clients = async_chat_group_new(base);
-	if (accept_retry == NULL || clients == NULL ||
-	    start_listening(port) < 0) {
-		if (accept_retry != NULL)
-			event_free(accept_retry);
+	if (clients == NULL || start_listening(port) < 0) {
 		async_chat_group_free(clients);
 		event_base_free(base);
 		return 1;
@@ -1076,7 +1058,6 @@ main(int argc, char **argv)
 	async_chat_group_close_all(clients); /* runs client_free */
 	async_chat_group_free(clients);
 	async_chat_listener_free(listener);
-	event_free(accept_retry);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(base);
