@@ -5,7 +5,8 @@
  * hard limits, on a loopback port.
  *
  *   usage: http_server [-p port] [-r docroot] [-t head] [-b body]
- *                      [-k idle] [-g grace]     (port 0: any free port)
+ *                      [-k idle] [-w write] [-g grace]
+ *                                               (port 0: any free port)
  *
  * It prints "listening on 127.0.0.1:PORT".  No name leaves the root: "..",
  * an encoded "/" or NUL is refused, and realpath() settles where symlinks
@@ -31,13 +32,14 @@
  *   -k idle   the idle timeout: a connection that sends nothing for this
  *             long before a request (the first, or the next on a
  *             keep-alive connection) is closed (default 30)
+ *   -w write  the write timeout: a client that takes none of its pending
+ *             output for this long is closed (default 30); one that reads
+ *             slowly is not
  *   -g grace  on SIGINT or SIGTERM, how long connections may take to
  *             finish sending what is queued (default 10)
  *
  * A missed deadline is answered with 408 if nothing is queued before it,
- * and the connection ends.  A client that reads nothing of its output for
- * WRITE_TIMEOUT seconds is closed (the write timeout); one that reads
- * slowly is not.
+ * and the connection ends.
  *
  * Flow control: a client that pipelines requests without reading the
  * responses stops being read once HIGH_WATER bytes of output wait for it
@@ -90,7 +92,6 @@
 #define HIGH_WATER (256 * 1024)
 #define LOW_WATER (64 * 1024)
 #define MAX_QUEUED_FILES 16
-#define WRITE_TIMEOUT 30 /* seconds without a byte of output taken */
 #define LINGER_TIMEOUT 2 /* seconds of quiet after the last response */
 
 enum state { ST_HEAD, ST_BODY, ST_LINGER };
@@ -128,6 +129,7 @@ static int shutting_down;
 static struct timeval head_deadline = { 10, 0 };
 static struct timeval body_deadline = { 60, 0 };
 static struct timeval idle_timeout = { 30, 0 };
+static struct timeval write_timeout = { 30, 0 };
 static struct timeval grace = { 10, 0 };
 static struct event_base *base;
 static struct async_chat_listener *listener;
@@ -878,7 +880,6 @@ static void
 handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
     const struct sockaddr *addr, int addrlen, void *arg)
 {
-	struct timeval write_tv = { WRITE_TIMEOUT, 0 };
 	struct client *c = calloc(1, sizeof(*c));
 	int one = 1;
 
@@ -897,7 +898,7 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	/* From here on closing the channel frees c (client_free). */
 	if (async_chat_group_add(clients, c->chat) < 0 ||
 	    async_chat_set_idle_timeout(c->chat, &idle_timeout) < 0 ||
-	    async_chat_set_write_timeout(c->chat, &write_tv) < 0 ||
+	    async_chat_set_write_timeout(c->chat, &write_timeout) < 0 ||
 	    async_chat_set_high_water(c->chat, LOW_WATER, HIGH_WATER,
 		on_high_water) < 0) {
 		async_chat_close(c->chat);
@@ -941,7 +942,7 @@ static int
 usage(const char *argv0)
 {
 	fprintf(stderr, "usage: %s [-p port] [-r docroot] [-t head] "
-	    "[-b body] [-k idle] [-g grace]\n", argv0);
+	    "[-b body] [-k idle] [-w write] [-g grace]\n", argv0);
 	return 2;
 }
 
@@ -1011,7 +1012,7 @@ main(int argc, char **argv)
 	char *end;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "p:r:t:b:k:g:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:r:t:b:k:w:g:")) != -1) {
 		int rc = 0;
 
 		if (opt == 'p') {
@@ -1027,6 +1028,8 @@ main(int argc, char **argv)
 			rc = parse_seconds(optarg, &body_deadline);
 		else if (opt == 'k')
 			rc = parse_seconds(optarg, &idle_timeout);
+		else if (opt == 'w')
+			rc = parse_seconds(optarg, &write_timeout);
 		else if (opt == 'g')
 			rc = parse_seconds(optarg, &grace);
 		else
