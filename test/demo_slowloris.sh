@@ -2,8 +2,9 @@
 # demo_slowloris.sh - a bounded slowloris attack on demo/http_server
 # (test/slowloris.py): some 300 connections sending their request heads a
 # byte a second against a 2 s head deadline, while a normal client keeps
-# making requests; then a body sent too slowly and an idle keep-alive
-# connection, against a 3 s body deadline and idle timeout.  Only
+# making requests; then a body sent too slowly, an idle keep-alive
+# connection and a response nobody reads, against a 3 s body deadline,
+# idle timeout and write timeout.  Only
 # 127.0.0.1; the attack is bounded in connections (fewer if the open-file
 # limit is low) and in time.  Without python3 (or timeout, or /proc) it
 # skips, exit 77, saying why; with ASYNCHAT_STRICT_TESTS=1 that is a
@@ -19,6 +20,7 @@ server_bin=${HTTP_SERVER:-demo/http_server}
 head_deadline=2
 body_deadline=3
 idle_timeout=3
+write_timeout=3
 pass=0
 fail=0
 ok() { pass=$((pass + 1)); echo "ok - $1"; }
@@ -49,6 +51,8 @@ trap 'exit 1' INT TERM HUP
 root=$tmp/root
 mkdir -p "$root"
 printf 'hello\n' >"$root/hello.txt"
+# Larger than the kernel's socket buffers, for the write timeout.
+head -c 12000000 /dev/zero >"$root/big.bin"
 echo "open-file limit (ulimit -n): $(ulimit -n)"
 
 # The libtool wrapper execs the real program, so $! is the server's own
@@ -56,7 +60,7 @@ echo "open-file limit (ulimit -n): $(ulimit -n)"
 out=$tmp/server.out
 : >"$out"
 "$server_bin" -p 0 -r "$root" -t $head_deadline -b $body_deadline \
-	-k $idle_timeout -g 2 >"$out" 2>"$tmp/server.err" &
+	-k $idle_timeout -w $write_timeout -g 2 >"$out" 2>"$tmp/server.err" &
 server=$!
 port=
 for _ in $(seq 50); do
@@ -69,10 +73,11 @@ if [ -z "$port" ]; then
 	cat "$tmp/server.err"
 	finish
 fi
-echo "server on port $port, pid $server: -t $head_deadline -b $body_deadline -k $idle_timeout"
+echo "server on port $port, pid $server: -t $head_deadline -b $body_deadline -k $idle_timeout -w $write_timeout"
 
 timeout 120 python3 "$srcdir/test/slowloris.py" "$port" "$server" "$root" \
-	$head_deadline $body_deadline $idle_timeout >"$tmp/py.out" 2>&1
+	$head_deadline $body_deadline $idle_timeout $write_timeout \
+	>"$tmp/py.out" 2>&1
 rc=$?
 cat "$tmp/py.out"
 p=$(sed -n 's/^python: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' \

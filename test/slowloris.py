@@ -3,15 +3,17 @@
 
 Called by test/demo_slowloris.sh with the port, process id and document
 root of a server started with a short request-head deadline (-t), body
-deadline (-b) and idle timeout (-k), all given in seconds.
+deadline (-b), idle timeout (-k) and write timeout (-w), all given in
+seconds.
 
 Hundreds of connections (300, fewer if the open-file limit is lower) each
 send a request head one byte a second, while a normal client makes one
 request after another on fresh connections.  The head deadline, counted
 from each head's first byte, cuts every attacker however steadily it
 trickles; the normal client is served throughout.  Then a body sent too
-slowly (408 at the body deadline) and an idle keep-alive connection
-(closed at the idle timeout).
+slowly (408 at the body deadline), an idle keep-alive connection (closed
+at the idle timeout) and a client that reads none of a large response
+(closed at the write timeout).
 
 Cut times, latencies and the server's RSS and CPU time (from /proc) are
 measured and printed; the checks assert counts and order only, never a
@@ -19,7 +21,7 @@ duration.  Every loop is bounded in count and time.  Prints one line per
 check ("ok - ..." or "FAIL - ...") and ends with
 "python: N passed, M failed"; the exit status is 1 on any failure.
 
-    usage: slowloris.py PORT PID DOCROOT HEAD BODY IDLE
+    usage: slowloris.py PORT PID DOCROOT HEAD BODY IDLE WRITE
 """
 import http.client
 import os
@@ -239,9 +241,50 @@ def idle_keepalive(port, docroot, idle):
           ok and rest == b"", repr(rest[:60]))
 
 
+def unread_response(port, pid, docroot, write_timeout):
+    """A request for a file larger than the kernel's socket buffers,
+    and not a byte of the response read."""
+    size = os.path.getsize(os.path.join(docroot, "big.bin"))
+    before = fd_count(pid)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(TIMEOUT)
+    s.connect((HOST, port))
+    s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+    started = time.monotonic()
+    # The server's side of the connection closes at the write timeout:
+    # its descriptor count, up by one once it has accepted, comes back to
+    # what it was.
+    seen = gone = False
+    for _ in range(int((write_timeout + 10) / 0.05)):
+        fds = fd_count(pid)
+        seen = seen or fds > before
+        if seen and fds <= before:
+            gone = True
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - started
+    got = 0
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            got += len(data)
+    except OSError:
+        pass
+    s.close()
+    print("unread response: the server closed the connection after %.3f s "
+          "(write timeout %g s); %d kB of %d kB had left" % (
+              took, write_timeout, got >> 10, size >> 10))
+    check("a client that reads none of its response is closed, the "
+          "response cut short", gone and got < size, "%s %d" % (gone, got))
+
+
 def main():
     port, pid, docroot = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    deadline, body_deadline, idle = (float(x) for x in sys.argv[4:7])
+    deadline, body_deadline, idle, write_timeout = (
+        float(x) for x in sys.argv[4:8])
     with open(os.path.join(docroot, "hello.txt"), "rb") as f:
         want = f.read()
 
@@ -325,6 +368,7 @@ def main():
 
     slow_body(port, body_deadline)
     idle_keepalive(port, docroot, idle)
+    unread_response(port, pid, docroot, write_timeout)
 
 
 if __name__ == "__main__":
