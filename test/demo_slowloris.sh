@@ -53,7 +53,6 @@ mkdir -p "$root"
 printf 'hello\n' >"$root/hello.txt"
 # Larger than the kernel's socket buffers, for the write timeout.
 head -c 12000000 /dev/zero >"$root/big.bin"
-echo "open-file limit (ulimit -n): $(ulimit -n)"
 
 # The libtool wrapper execs the real program, so $! is the server's own
 # process, whose /proc/PID the attack reads.
