@@ -4,8 +4,10 @@
  *
  *   usage: chat_server [-p port]      (port 0 or none: any free port)
  *
- * It prints "listening on 127.0.0.1:PORT"; SIGINT or SIGTERM closes every
- * connection and frees everything.  Lines end with "\n" or "\r\n"; the
+ * It prints "listening on 127.0.0.1:PORT"; SIGINT or SIGTERM tells the
+ * users "* server shutting down", closes every connection once what is
+ * queued for it is sent (SHUTDOWN_GRACE seconds at most), and exits when
+ * none is left, everything freed.  Lines end with "\n" or "\r\n"; the
  * server sends "\r\n".  The first line is the nickname (1 to 32 printable
  * characters, no space, not starting with "/", unique regardless of case);
  * a refused one is answered with "! ..." and asked for again.  Then:
@@ -21,27 +23,38 @@
  * nickname changes are announced to everyone else.  A line longer than
  * MAX_LINE bytes is answered with an error and ends the connection.
  *
+ * THE CLIENTS: TWO CHANNEL GROUPS.
+ *
+ * The room is the group of the users in the chat, in joining order: a
+ * broadcast to all of them is async_chat_group_push(), one to everyone but
+ * its sender a walk with async_chat_group_foreach(), and /who lists the
+ * room.  The lobby holds every other connection: choosing a nickname, or
+ * leaving with its last lines still queued.  A channel leaves its group by
+ * itself when it closes; at shutdown both groups are closed when done.
+ *
  * SLOW READERS: DROP, AS IRC DOES ("Max SendQ exceeded").
  *
  * Every byte pushed to a client stays in the server until the client reads
  * it, so one client that stops reading would make the server queue the
- * whole conversation for it.  Each push is therefore followed by a look at
- * async_chat_output_pending(): past MAX_PENDING the client stops receiving,
- * is closed at once (its unsent output discarded) and everyone else is told
- * "* nick was dropped: too slow".  The alternative, skipping messages until
- * handle_drain, was rejected: it bounds memory just as well, but a reader
- * that has stopped for good then holds its socket and nickname forever, and
- * one that is merely slow receives a conversation with silent holes.  A
- * drop is bounded in memory and in time, and the user knows it happened.
- * MAX_PENDING is far above what a reading client has queued (the kernel's
- * socket buffers take bursts first), so only a client that has fallen far
- * behind the conversation is dropped.
+ * whole conversation for it.  Each channel therefore has a high-water mark
+ * at MAX_PENDING bytes of pending output (async_chat_set_high_water()):
+ * past it the client stops receiving, is closed (its unsent output
+ * discarded) and everyone else is told "* nick was dropped: too slow".
+ * The alternative, skipping messages until handle_drain, was rejected: it
+ * bounds memory just as well, but a reader that has stopped for good then
+ * holds its socket and nickname forever, and one that is merely slow
+ * receives a conversation with silent holes.  A drop is bounded in memory
+ * and in time, and the user knows it happened.  MAX_PENDING is far above
+ * what a reading client has queued (the kernel's socket buffers take
+ * bursts first), so only a client that has fallen far behind the
+ * conversation is dropped.
  *
  * Dropping happens after the current callback's work, never in the middle
- * of a walk over the client list: a delivery only marks the client
- * (doomed), and reap() closes the marked ones at the end of the callback.
- * The announcement of a drop is itself a broadcast that may doom others;
- * reap() goes on until none is left.
+ * of it: the high-water handler runs inside the push, while the caller may
+ * still use the client, so it only takes the client out of the room and
+ * marks it (doomed), and reap() closes the marked ones at the end of the
+ * callback.  The announcement of a drop is itself a broadcast that may
+ * doom others; reap() goes on until none is left.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -65,46 +78,82 @@
 #define MAX_NICK 32
 #define MAX_PENDING (256 * 1024)  /* output queued for one client */
 #define NOTICE_MAX (MAX_LINE + 256) /* longest line the server sends */
+#define SHUTDOWN_GRACE 5          /* seconds to send what is queued */
 
 enum state {
-	ST_NAMING,   /* waiting for a valid nickname */
-	ST_CHATTING, /* in the chat: receives broadcasts */
+	ST_NAMING,   /* in the lobby, waiting for a valid nickname */
+	ST_CHATTING, /* in the room: receives broadcasts */
 	ST_GONE      /* left, closing: receives nothing more */
 };
 
-/* One connection, in the server's list in joining order. */
+/* One connection.  Its channel is in the room or in the lobby, except a
+ * doomed one's, which reap() closes before the callback returns. */
 struct client {
 	struct async_chat *chat;
-	struct client *prev, *next;
 	enum state state;
-	int doomed; /* too slow: reap() closes it */
+	int doomed; /* too slow: on the doomed list, reap() closes it */
+	struct client *doomed_prev, *doomed_next;
 	char nick[MAX_NICK + 1];
 };
 
-static struct client *head, *tail;
-static unsigned ndoomed;
+static struct async_chat_group *room, *lobby;
+static struct client *doomed;
+static int shutting_down;
 static struct event_base *base;
 static struct async_chat_listener *listener;
-static struct event *accept_retry;
 
 /*
  * Output
  */
 
-/* Queue one line for c, and doom c if its queue has grown past the cap. */
+/* c cannot follow the conversation any more: out of the room at once,
+ * closed by reap() at the end of the callback. */
+static void
+doom(struct client *c)
+{
+	if (c->doomed)
+		return;
+	if (c->state == ST_CHATTING)
+		async_chat_group_remove(room, c->chat);
+	c->state = ST_GONE;
+	c->doomed = 1;
+	c->doomed_prev = NULL;
+	c->doomed_next = doomed;
+	if (doomed != NULL)
+		doomed->doomed_prev = c;
+	doomed = c;
+}
+
+/* The high-water mark: more than MAX_PENDING bytes wait for the client.
+ * Runs inside the push that passed it. */
+static void
+on_high_water(struct async_chat *chat, int above, void *arg)
+{
+	if (above)
+		doom(arg);
+}
+
+/* Move c between the groups (a channel is in one group at most). */
+static int
+move(struct client *c, struct async_chat_group *from,
+    struct async_chat_group *to)
+{
+	async_chat_group_remove(from, c->chat);
+	if (async_chat_group_add(to, c->chat) == 0)
+		return 0;
+	doom(c); /* out of memory: in no group, it could not be reached */
+	return -1;
+}
+
+/* Queue one line for c.  A push that fails (out of memory) dooms it as
+ * the high-water mark does: either way it has lost the conversation. */
 static void
 deliver(struct client *c, const char *data, size_t len)
 {
 	if (c->state == ST_GONE)
 		return;
-	if (async_chat_push(c->chat, data, len) == 0 &&
-	    async_chat_output_pending(c->chat) <= MAX_PENDING)
-		return;
-	/* Past the cap, or the push failed (out of memory): either way the
-	 * client cannot follow the conversation any more. */
-	c->state = ST_GONE;
-	c->doomed = 1;
-	ndoomed++;
+	if (async_chat_push(c->chat, data, len) < 0)
+		doom(c);
 }
 
 static size_t format_line(char *buf, const char *fmt, va_list ap)
@@ -127,29 +176,50 @@ format_line(char *buf, const char *fmt, va_list ap)
 static void tell(struct client *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* A notice to one client. */
+/* A notice to one client, formatted straight into its output. */
 static void
 tell(struct client *c, const char *fmt, ...)
 {
-	char buf[NOTICE_MAX];
 	va_list ap;
-	size_t len;
+	int rc;
 
+	if (c->state == ST_GONE)
+		return;
 	va_start(ap, fmt);
-	len = format_line(buf, fmt, ap);
+	rc = async_chat_push_vprintf(c->chat, fmt, ap);
 	va_end(ap);
-	deliver(c, buf, len);
+	if (rc < 0 || async_chat_push(c->chat, "\r\n", 2) < 0)
+		doom(c); /* as deliver() */
 }
 
-/* One line to everyone in the chat except from (which may be NULL). */
+struct line {
+	const struct client *from;
+	const char *data;
+	size_t len;
+};
+
+static int
+deliver_other(struct async_chat *chat, void *arg)
+{
+	const struct line *ln = arg;
+	struct client *c = async_chat_get_arg(chat);
+
+	if (c != ln->from)
+		deliver(c, ln->data, ln->len);
+	return 0;
+}
+
+/* One line to everyone in the room except from (which may be NULL).  A
+ * member whose copy cannot be queued (out of memory) misses the line. */
 static void
 broadcast(const struct client *from, const char *line, size_t len)
 {
-	struct client *c;
+	struct line ln = { from, line, len };
 
-	for (c = head; c != NULL; c = c->next)
-		if (c != from && c->state == ST_CHATTING)
-			deliver(c, line, len);
+	if (from == NULL)
+		async_chat_group_push(room, line, len);
+	else
+		async_chat_group_foreach(room, deliver_other, &ln);
 }
 
 static void announce(const struct client *from, const char *fmt, ...)
@@ -192,13 +262,10 @@ static void
 reap(void)
 {
 	char nick[MAX_NICK + 1];
-	struct client *c;
 
-	while (ndoomed > 0) {
-		for (c = head; !c->doomed; c = c->next)
-			;
-		memcpy(nick, c->nick, sizeof(nick));
-		async_chat_close(c->chat); /* client_free unlinks it */
+	while (doomed != NULL) {
+		memcpy(nick, doomed->nick, sizeof(nick));
+		async_chat_close(doomed->chat); /* client_free unlinks it */
 		if (nick[0] != '\0')
 			announce(NULL, "* %s was dropped: too slow", nick);
 	}
@@ -211,8 +278,10 @@ leave(struct client *c, const char *how)
 {
 	enum state was = c->state;
 
+	if (c->doomed)
+		return;
 	c->state = ST_GONE;
-	if (was == ST_CHATTING)
+	if (was == ST_CHATTING && move(c, room, lobby) == 0)
 		announce(c, "* %s %s", c->nick, how);
 }
 
@@ -236,17 +305,33 @@ nick_problem(const char *nick, size_t len)
 	return NULL;
 }
 
-/* The client in the chat with this nickname, ignoring case; or NULL. */
+struct nick_query {
+	const char *nick;
+	size_t len;
+	struct client *found;
+};
+
+static int
+match_nick(struct async_chat *chat, void *arg)
+{
+	struct nick_query *q = arg;
+	struct client *c = async_chat_get_arg(chat);
+
+	if (strlen(c->nick) != q->len ||
+	    strncasecmp(c->nick, q->nick, q->len) != 0)
+		return 0;
+	q->found = c;
+	return 1; /* found: stop */
+}
+
+/* The client in the room with this nickname, ignoring case; or NULL. */
 static struct client *
 find_nick(const char *nick, size_t len)
 {
-	struct client *c;
+	struct nick_query q = { nick, len, NULL };
 
-	for (c = head; c != NULL; c = c->next)
-		if (c->state == ST_CHATTING && strlen(c->nick) == len &&
-		    strncasecmp(c->nick, nick, len) == 0)
-			return c;
-	return NULL;
+	async_chat_group_foreach(room, match_nick, &q);
+	return q.found;
 }
 
 /* Check a wanted nickname; on refusal c is told why and 0 returned. */
@@ -268,17 +353,6 @@ nick_ok(struct client *c, const char *nick, size_t len)
 	return 1;
 }
 
-static unsigned
-count_users(void)
-{
-	const struct client *c;
-	unsigned n = 0;
-
-	for (c = head; c != NULL; c = c->next)
-		n += c->state == ST_CHATTING;
-	return n;
-}
-
 /*
  * Commands.  A line is len bytes, NUL-terminated; a NUL inside it fails
  * the nickname checks and is passed on as is in messages.
@@ -292,9 +366,11 @@ choose_nick(struct client *c, const char *line, size_t len)
 		return;
 	}
 	memcpy(c->nick, line, len + 1);
+	if (move(c, lobby, room) < 0)
+		return;
 	c->state = ST_CHATTING;
-	tell(c, "* welcome, %s (%u online; /who, /msg NICK text, "
-		"/nick NEW, /quit)", c->nick, count_users());
+	tell(c, "* welcome, %s (%zu online; /who, /msg NICK text, "
+		"/nick NEW, /quit)", c->nick, async_chat_group_count(room));
 	announce(c, "* %s has joined", c->nick);
 }
 
@@ -312,11 +388,18 @@ cmd_nick(struct client *c, const char *arg, size_t len)
 	announce(c, "* %s is now known as %s", old, c->nick);
 }
 
+static int
+list_nick(struct async_chat *chat, void *arg)
+{
+	const struct client *u = async_chat_get_arg(chat);
+
+	return evbuffer_add_printf(arg, " %s", u->nick) < 0;
+}
+
 static void
 cmd_who(struct client *c, size_t len)
 {
 	struct evbuffer *buf;
-	const struct client *u;
 
 	if (len > 0) {
 		tell(c, "! usage: /who");
@@ -325,9 +408,7 @@ cmd_who(struct client *c, size_t len)
 	if ((buf = evbuffer_new()) == NULL)
 		return;
 	evbuffer_add(buf, "* users:", 8);
-	for (u = head; u != NULL; u = u->next)
-		if (u->state == ST_CHATTING)
-			evbuffer_add_printf(buf, " %s", u->nick);
+	async_chat_group_foreach(room, list_nick, buf); /* joining order */
 	evbuffer_add(buf, "\r\n", 2);
 	deliver(c, (const char *)evbuffer_pullup(buf, -1),
 	    evbuffer_get_length(buf));
@@ -466,17 +547,20 @@ client_free(struct async_chat *chat, void *arg)
 {
 	struct client *c = arg;
 
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		head = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	else
-		tail = c->prev;
-	if (c->doomed)
-		ndoomed--;
+	if (c->doomed) {
+		if (c->doomed_prev != NULL)
+			c->doomed_prev->doomed_next = c->doomed_next;
+		else
+			doomed = c->doomed_next;
+		if (c->doomed_next != NULL)
+			c->doomed_next->doomed_prev = c->doomed_prev;
+	}
 	free(c);
+	/* The channel has left its group: the last one out ends a graceful
+	 * shutdown. */
+	if (shutting_down && async_chat_group_count(room) == 0 &&
+	    async_chat_group_count(lobby) == 0)
+		event_base_loopbreak(base);
 }
 
 static const struct async_chat_handlers chat_handlers = {
@@ -506,46 +590,54 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
+	/* From here on closing the channel frees c (client_free). */
+	if (async_chat_group_add(lobby, c->chat) < 0 ||
+	    async_chat_set_high_water(c->chat, 0, MAX_PENDING,
+		on_high_water) < 0) {
+		async_chat_close(c->chat);
+		return;
+	}
 	async_chat_set_terminator_line(c->chat);
 	async_chat_set_max_frame(c->chat, MAX_LINE);
-	c->prev = tail;
-	if (tail != NULL)
-		tail->next = c;
-	else
-		head = c;
-	tail = c;
 	tell(c, "* welcome to libasynchat chat; nickname?");
 	reap();
 }
 
-static void
-resume_accepting(evutil_socket_t fd, short what, void *arg)
-{
-	async_chat_listener_resume(listener);
-}
-
-/* Out of descriptors or memory: the pending connection stays in the
- * backlog, so stop accepting for a moment instead of spinning on it. */
+/* Out of descriptors or memory: the listener backs off by itself (the
+ * pending connection waits in the backlog); say so. */
 static void
 accept_error(struct async_chat_listener *l, int err, void *arg)
 {
-	struct timeval tv = { 0, 100 * 1000 };
-
 	fprintf(stderr, "accept: %s\n", strerror(err));
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		async_chat_listener_pause(l);
-		evtimer_add(accept_retry, &tv);
-	}
 }
 
 /*
  * Startup and shutdown
  */
 
+/* The first signal starts a graceful shutdown, a second one ends it. */
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
-	event_base_loopbreak(arg);
+	static const char notice[] = "* server shutting down\r\n";
+	struct timeval grace = { SHUTDOWN_GRACE, 0 };
+
+	if (shutting_down || async_chat_group_count(room) +
+	    async_chat_group_count(lobby) == 0) {
+		event_base_loopbreak(base);
+		return;
+	}
+	shutting_down = 1;
+	async_chat_listener_free(listener);
+	listener = NULL;
+	async_chat_group_push(room, notice, sizeof(notice) - 1);
+	reap(); /* the notice may have doomed a slow reader */
+	/* Each closes once its queued output is sent; the deadline closes
+	 * the rest.  client_free ends the loop when the last one is gone. */
+	if (async_chat_group_close_when_done(room, &grace) < 0)
+		async_chat_group_close_all(room);
+	if (async_chat_group_close_when_done(lobby, &grace) < 0)
+		async_chat_group_close_all(lobby);
 }
 
 static int
@@ -599,10 +691,11 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((base = event_base_new()) == NULL)
 		return 1;
-	accept_retry = evtimer_new(base, resume_accepting, NULL);
-	if (accept_retry == NULL || start_listening(port) < 0) {
-		if (accept_retry != NULL)
-			event_free(accept_retry);
+	room = async_chat_group_new(base);
+	lobby = async_chat_group_new(base);
+	if (room == NULL || lobby == NULL || start_listening(port) < 0) {
+		async_chat_group_free(room);
+		async_chat_group_free(lobby);
 		event_base_free(base);
 		return 1;
 	}
@@ -612,12 +705,13 @@ main(int argc, char **argv)
 	evsignal_add(sigterm, NULL);
 	event_base_dispatch(base);
 
-	/* Clean shutdown: every channel and the listener freed, nothing
-	 * announced (the chat ends for everyone at once). */
-	while (head != NULL)
-		async_chat_close(head->chat); /* runs client_free */
+	/* Clean shutdown: every channel (none is left unless a second
+	 * signal came), the groups and the listener freed. */
+	async_chat_group_close_all(room); /* runs client_free */
+	async_chat_group_close_all(lobby);
+	async_chat_group_free(room);
+	async_chat_group_free(lobby);
 	async_chat_listener_free(listener);
-	event_free(accept_retry);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(base);

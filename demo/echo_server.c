@@ -17,14 +17,13 @@
 
 #include <asynchat.h>
 
-/* One connection: its line so far, and its place in the server's list. */
+/* One connection: its line so far.  The server's group holds its
+ * channel, which leaves the group by itself when it closes. */
 struct client {
-	struct async_chat *chat;
 	struct evbuffer *line;
-	struct client *prev, *next;
 };
 
-static struct client *clients;
+static struct async_chat_group *clients;
 
 static void
 collect(struct async_chat *chat, const char *data, size_t len, void *arg)
@@ -58,12 +57,6 @@ client_free(struct async_chat *chat, void *arg)
 	struct client *c = arg;
 
 	(void)chat;
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
 	evbuffer_free(c->line);
 	free(c);
 }
@@ -99,13 +92,12 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
-	c->chat = chat;
+	if (async_chat_group_add(clients, chat) < 0) {
+		async_chat_close(chat); /* runs client_free */
+		return;
+	}
 	async_chat_set_terminator_line(chat);
 	async_chat_set_max_frame(chat, 64 * 1024); /* no line beyond 64 KiB */
-	c->next = clients;
-	if (clients != NULL)
-		clients->prev = c;
-	clients = c;
 }
 
 static void
@@ -134,6 +126,10 @@ main(int argc, char **argv)
 	base = event_base_new();
 	if (base == NULL)
 		return 1;
+	if ((clients = async_chat_group_new(base)) == NULL) {
+		event_base_free(base);
+		return 1;
+	}
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -142,6 +138,7 @@ main(int argc, char **argv)
 	    -1, handle_accept, base);
 	if (l == NULL) {
 		fprintf(stderr, "listen: %s\n", strerror(errno));
+		async_chat_group_free(clients);
 		event_base_free(base);
 		return 1;
 	}
@@ -155,9 +152,10 @@ main(int argc, char **argv)
 	evsignal_add(sigterm, NULL);
 	event_base_dispatch(base);
 
-	/* Clean shutdown: every channel and the listener freed. */
-	while (clients != NULL)
-		async_chat_close(clients->chat); /* runs client_free */
+	/* Clean shutdown: every channel (asyncore's close_all), the group
+	 * and the listener freed. */
+	async_chat_group_close_all(clients); /* runs client_free */
+	async_chat_group_free(clients);
 	async_chat_listener_free(l);
 	event_free(sigint);
 	event_free(sigterm);

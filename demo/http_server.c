@@ -4,13 +4,14 @@
  * and echoes request bodies (POST /echo), with keep-alive, pipelining and
  * hard limits, on a loopback port.
  *
- *   usage: http_server [-p port] [-r docroot]   (port 0: any free port)
+ *   usage: http_server [-p port] [-r docroot] [-t head] [-b body]
+ *                      [-k idle] [-w write] [-g grace]
+ *                                               (port 0: any free port)
  *
- * It prints "listening on 127.0.0.1:PORT"; SIGINT or SIGTERM closes every
- * connection and frees everything.  No name leaves the root: "..", an
- * encoded "/" or NUL is refused, and realpath() settles where symlinks
- * lead.  Refused requests (400, 413, 431, 501...) end their connection
- * only.
+ * It prints "listening on 127.0.0.1:PORT".  No name leaves the root: "..",
+ * an encoded "/" or NUL is refused, and realpath() settles where symlinks
+ * lead.  Refused requests (400, 408, 413, 431, 501...) end their
+ * connection only.
  *
  * One channel per connection, one terminator per protocol state:
  *
@@ -20,6 +21,38 @@
  *                  none: over-sent bytes are read and dropped while the
  *                  response drains, so closing never resets the
  *                  connection under a reply the client has yet to read
+ *
+ * Every clock is the channel's own (seconds, fractions allowed, 0 turns
+ * one off):
+ *
+ *   -t head   a frame deadline: the request head must be complete within
+ *             this of its first byte (default 10), so a client sending a
+ *             byte a second (slowloris) cannot hold a connection open
+ *   -b body   the frame deadline of a request body (default 60)
+ *   -k idle   the idle timeout: a connection that sends nothing for this
+ *             long before a request (the first, or the next on a
+ *             keep-alive connection) is closed (default 30)
+ *   -w write  the write timeout: a client that takes none of its pending
+ *             output for this long is closed (default 30); one that reads
+ *             slowly is not
+ *   -g grace  on SIGINT or SIGTERM, how long connections may take to
+ *             finish sending what is queued (default 10)
+ *
+ * A missed deadline is answered with 408 if nothing is queued before it,
+ * and the connection ends.
+ *
+ * Flow control: a client that pipelines requests without reading the
+ * responses stops being read once HIGH_WATER bytes of output wait for it
+ * (the channel's high-water mark) and is read again once LOW_WATER are
+ * left, so its requests wait in the kernel instead of its responses in
+ * the server.  Files queued behind one another are not counted by the
+ * mark until their turn comes, and each holds a descriptor: the number of
+ * files a client has queued is bounded as well (MAX_QUEUED_FILES).
+ *
+ * Shutdown: SIGINT or SIGTERM stops accepting, closes every connection of
+ * the server's channel group once its queued output is sent (the grace
+ * deadline closes the rest), and the server exits when the group is empty
+ * and everything is freed.  A second signal ends it at once.
  *
  * The channel runs in collect mode rather than message mode because of the
  * last state: under the none terminator a message-mode channel would keep
@@ -53,13 +86,13 @@
 #define MAX_HEAD_BYTES (8 * 1024)    /* request line and headers */
 #define MAX_HEAD_LINES 100           /* header lines after the request line */
 #define MAX_BODY_BYTES (1024 * 1024) /* Content-Length */
-/* A client that pipelines without reading is paused once this many
- * responses (each may hold an open file) or output bytes are queued. */
-#define MAX_QUEUED_RESPONSES 16
-#define MAX_QUEUED_BYTES (256 * 1024)
-/* Seconds to receive a whole request, or to see the output move. */
-#define IDLE_TIMEOUT 30
-#define LINGER_TIMEOUT 2 /* seconds to drop input after the last response */
+/* Reading a pipelining client stops above HIGH_WATER bytes of output
+ * and goes on at LOW_WATER, or once its queued files have all been sent
+ * (each holds an open descriptor until then). */
+#define HIGH_WATER (256 * 1024)
+#define LOW_WATER (64 * 1024)
+#define MAX_QUEUED_FILES 16
+#define LINGER_TIMEOUT 2 /* seconds of quiet after the last response */
 
 enum state { ST_HEAD, ST_BODY, ST_LINGER };
 enum method { M_GET, M_HEAD, M_POST };
@@ -75,25 +108,31 @@ struct request {
 	uint64_t length;
 };
 
-/* One connection and its place in the server's list. */
+/* Why reading is paused for flow control (both may hold). */
+enum { PAUSE_HIGH_WATER = 1, PAUSE_FILES = 2 };
+
+/* One connection; the server's group holds its channel. */
 struct client {
 	struct async_chat *chat;
-	struct event *timer;
-	struct client *prev, *next;
 	enum state state;
 	struct request req;
 	struct evbuffer *body;
-	size_t last_pending; /* output pending when the timer last fired */
-	unsigned queued;     /* responses queued since the output drained */
-	int flow_paused;     /* reading paused until the output drains */
+	unsigned queued; /* responses queued since the output drained */
+	unsigned files;  /* of which files, each holding a descriptor */
+	unsigned paused; /* PAUSE_* */
 	size_t head_len;
 	char head[MAX_HEAD_BYTES + 1];
 };
 
-static struct client *clients;
+static struct async_chat_group *clients; /* every connection */
+static int shutting_down;
+static struct timeval head_deadline = { 10, 0 };
+static struct timeval body_deadline = { 60, 0 };
+static struct timeval idle_timeout = { 30, 0 };
+static struct timeval write_timeout = { 30, 0 };
+static struct timeval grace = { 10, 0 };
 static struct event_base *base;
 static struct async_chat_listener *listener;
-static struct event *accept_retry;
 static char root[PATH_MAX];
 static size_t root_len;
 
@@ -117,6 +156,8 @@ reason(int status)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
 	case 413:
 		return "Content Too Large";
 	case 417:
@@ -158,14 +199,13 @@ static void
 push_head(struct client *c, int status, const char *type, uint64_t length,
     const char *extra)
 {
-	char date[64], head[512];
+	char date[64];
 	time_t now = time(NULL);
 	struct tm tm;
-	int n;
 
 	gmtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	n = snprintf(head, sizeof(head),
+	pushed(c, async_chat_push_printf(c->chat,
 	    "HTTP/1.1 %d %s\r\n"
 	    "Server: libasynchat-http/%s\r\n"
 	    "Date: %s\r\n"
@@ -173,11 +213,8 @@ push_head(struct client *c, int status, const char *type, uint64_t length,
 	    "Content-Length: %llu\r\n"
 	    "%s%s\r\n",
 	    status, reason(status), async_chat_version(), date, type,
-	    (unsigned long long)length, connection_field(&c->req), extra);
-	if (n <= 0 || (size_t)n >= sizeof(head))
-		pushed(c, -1); /* cannot happen: the fields are short */
-	else
-		pushed(c, async_chat_push(c->chat, head, (size_t)n));
+	    (unsigned long long)length, connection_field(&c->req), extra));
+	c->queued++;
 }
 
 /* A short text reply; the body is left out for HEAD. */
@@ -193,31 +230,41 @@ push_status(struct client *c, int status, const char *extra)
 }
 
 /*
- * Timers: a connection lives while requests arrive or its output makes
- * progress, and a closing one drops input for a short while only.
+ * Flow control: reading stops while a client has too much output to read
+ * first, for either reason, and goes on once neither holds.
  */
 
 static void
-arm_timer(struct client *c, int seconds)
+flow_pause(struct client *c, unsigned why)
 {
-	struct timeval tv = { seconds, 0 };
-
-	c->last_pending = 0;
-	evtimer_add(c->timer, &tv);
+	if (c->state == ST_LINGER)
+		return; /* reads only to drop */
+	if (c->paused == 0)
+		async_chat_pause_reading(c->chat);
+	c->paused |= why;
 }
 
 static void
-on_timer(evutil_socket_t fd, short what, void *arg)
+flow_resume(struct client *c, unsigned why)
+{
+	if ((c->paused & why) == 0)
+		return;
+	c->paused &= ~why;
+	if (c->paused == 0)
+		async_chat_resume_reading(c->chat);
+}
+
+/* The channel's high-water mark: above it inside a push, below the low
+ * mark again from the write callback. */
+static void
+on_high_water(struct async_chat *chat, int above, void *arg)
 {
 	struct client *c = arg;
-	size_t pending = async_chat_output_pending(c->chat);
 
-	if (pending > 0 && pending != c->last_pending) {
-		arm_timer(c, IDLE_TIMEOUT);
-		c->last_pending = pending; /* a slow reader, not a dead one */
-		return;
-	}
-	async_chat_close(c->chat); /* runs client_free */
+	if (above)
+		flow_pause(c, PAUSE_HIGH_WATER);
+	else
+		flow_resume(c, PAUSE_HIGH_WATER);
 }
 
 /*
@@ -226,17 +273,20 @@ on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* The last response is queued: send it, then shut down our sending side
  * and read (and drop) whatever the client still sends until it closes or
- * the linger timer fires. */
+ * is quiet for a while (see on_drain). */
 static void
 linger(struct client *c)
 {
 	struct async_chat *chat = c->chat;
 
 	c->state = ST_LINGER;
+	c->paused = 0;
 	async_chat_set_max_frame(chat, 0);
 	async_chat_set_terminator_none(chat);
+	/* The dropped bytes are no request: no deadline until the output
+	 * has drained. */
+	async_chat_set_frame_timeout(chat, NULL);
 	async_chat_shutdown_when_done(chat);
-	c->flow_paused = 0;
 	if (async_chat_reading_paused(chat) == 1)
 		async_chat_resume_reading(chat);
 }
@@ -249,6 +299,7 @@ expect_head(struct client *c)
 	memset(&c->req, 0, sizeof(c->req));
 	async_chat_set_max_frame(c->chat, MAX_HEAD_BYTES);
 	async_chat_set_terminator(c->chat, "\r\n\r\n", 4);
+	async_chat_set_frame_timeout(c->chat, &head_deadline);
 }
 
 /* A fatal error answered: the reply says so and the connection ends. */
@@ -260,8 +311,22 @@ fail_request(struct client *c, int status)
 	linger(c);
 }
 
+/* A request missed its deadline: 408 if the client is waiting for
+ * nothing else, else it gets what is queued; the connection ends. */
+static void
+timed_out(struct client *c)
+{
+	if (c->queued == 0) {
+		fail_request(c, 408);
+		return;
+	}
+	c->req.keep_alive = 0;
+	linger(c);
+}
+
 /* A response is queued: read the next request, unless the client has
- * too much output to read first. */
+ * too many files queued to read first (the high-water mark, which sees
+ * the bytes, pauses by itself). */
 static void
 finish_request(struct client *c)
 {
@@ -270,12 +335,8 @@ finish_request(struct client *c)
 		return;
 	}
 	expect_head(c);
-	arm_timer(c, IDLE_TIMEOUT);
-	if (++c->queued >= MAX_QUEUED_RESPONSES ||
-	    async_chat_output_pending(c->chat) >= MAX_QUEUED_BYTES) {
-		async_chat_pause_reading(c->chat);
-		c->flow_paused = 1;
-	}
+	if (c->files >= MAX_QUEUED_FILES)
+		flow_pause(c, PAUSE_FILES);
 }
 
 /*
@@ -416,9 +477,10 @@ serve_file(struct client *c, const char *path)
 	}
 	push_head(c, 200, content_type(path), (uint64_t)st.st_size, "");
 	/* The channel owns fd from the call on, success or not. */
-	if (c->req.method == M_GET && st.st_size > 0)
+	if (c->req.method == M_GET && st.st_size > 0) {
 		pushed(c, async_chat_push_file(c->chat, fd, 0, st.st_size));
-	else
+		c->files++;
+	} else
 		close(fd);
 }
 
@@ -680,10 +742,12 @@ head_done(struct client *c)
 		if (c->req.expect_continue)
 			pushed(c, async_chat_push(c->chat,
 			    "HTTP/1.1 100 Continue\r\n\r\n", 25));
-		/* The body: a count, bounded by MAX_BODY_BYTES already. */
+		/* The body: a count, bounded by MAX_BODY_BYTES already, under
+		 * its own deadline. */
 		c->state = ST_BODY;
 		async_chat_set_max_frame(c->chat, 0);
 		async_chat_set_terminator_count(c->chat, c->req.length);
+		async_chat_set_frame_timeout(c->chat, &body_deadline);
 	} else
 		dispatch(c);
 }
@@ -730,31 +794,59 @@ on_error(struct async_chat *chat, int err, void *arg)
 {
 	struct client *c = arg;
 
-	/* The head outgrew its bound: reading is paused with the rest of
-	 * it unread; answer, then drop the rest while the answer drains. */
-	if (err == ASYNC_CHAT_ERR_FRAME_TOO_LONG && c->state == ST_HEAD)
-		fail_request(c, 431);
-	else
-		async_chat_close(chat); /* runs client_free */
+	switch (err) {
+	case ASYNC_CHAT_ERR_FRAME_TOO_LONG:
+		/* The head outgrew its bound: reading is paused with the
+		 * rest of it unread; answer, then drop the rest while the
+		 * answer drains. */
+		if (c->state == ST_HEAD) {
+			fail_request(c, 431);
+			return;
+		}
+		break;
+	case ASYNC_CHAT_ERR_FRAME_TIMEOUT:
+		/* Reading is suspended; linger() goes on to drop the rest. */
+		if (c->state != ST_LINGER) {
+			timed_out(c);
+			return;
+		}
+		break; /* dropping input for too long after the last reply */
+	case ASYNC_CHAT_ERR_IDLE_TIMEOUT:
+		/* Nothing read for a while.  While output waits for the
+		 * client, the write timeout decides instead. */
+		if (c->queued > 0)
+			return;
+		if (c->state == ST_BODY || (c->state == ST_HEAD &&
+		    c->head_len > 0)) {
+			timed_out(c); /* a request begun, then silence */
+			return;
+		}
+		break; /* between requests, or after the last one */
+	default:
+		break; /* ASYNC_CHAT_ERR_WRITE_TIMEOUT, socket errors */
+	}
+	async_chat_close(chat); /* runs client_free */
 }
 
-/* Every queued byte is with the kernel: go on reading if the client had
- * too much to read, and start the linger clock on a closing connection. */
+/* Every queued byte is with the kernel: go on reading a client that had
+ * too many files to read, and give a closing connection a short while to
+ * close first. */
 static void
 on_drain(struct async_chat *chat, void *arg)
 {
 	struct client *c = arg;
+	struct timeval linger_tv = { LINGER_TIMEOUT, 0 };
 
 	c->queued = 0;
+	c->files = 0;
 	if (c->state == ST_LINGER) {
-		arm_timer(c, LINGER_TIMEOUT);
+		/* Quiet for LINGER_TIMEOUT, or still sending after it: the
+		 * idle timeout or the deadline of the dropped "frame". */
+		async_chat_set_idle_timeout(chat, &linger_tv);
+		async_chat_set_frame_timeout(chat, &linger_tv);
 		return;
 	}
-	arm_timer(c, IDLE_TIMEOUT);
-	if (c->flow_paused) {
-		c->flow_paused = 0;
-		async_chat_resume_reading(chat);
-	}
+	flow_resume(c, PAUSE_FILES);
 }
 
 static void
@@ -762,15 +854,12 @@ client_free(struct async_chat *chat, void *arg)
 {
 	struct client *c = arg;
 
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
-	event_free(c->timer);
 	evbuffer_free(c->body);
 	free(c);
+	/* The channel has left the group: the last one out ends a
+	 * graceful shutdown. */
+	if (shutting_down && async_chat_group_count(clients) == 0)
+		event_base_loopbreak(base);
 }
 
 /* handle_close is left NULL: at the client's EOF every complete request
@@ -799,59 +888,76 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	 * for the client's delayed ACK of the first. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (c == NULL || (c->body = evbuffer_new()) == NULL ||
-	    (c->timer = evtimer_new(base, on_timer, c)) == NULL ||
 	    (c->chat = async_chat_new(base, fd, &http_handlers, c)) == NULL) {
 		if (c != NULL && c->body != NULL)
 			evbuffer_free(c->body);
-		if (c != NULL && c->timer != NULL)
-			event_free(c->timer);
 		free(c);
 		evutil_closesocket(fd);
 		return;
 	}
+	/* From here on closing the channel frees c (client_free). */
+	if (async_chat_group_add(clients, c->chat) < 0 ||
+	    async_chat_set_idle_timeout(c->chat, &idle_timeout) < 0 ||
+	    async_chat_set_write_timeout(c->chat, &write_timeout) < 0 ||
+	    async_chat_set_high_water(c->chat, LOW_WATER, HIGH_WATER,
+		on_high_water) < 0) {
+		async_chat_close(c->chat);
+		return;
+	}
 	expect_head(c);
-	arm_timer(c, IDLE_TIMEOUT);
-	c->next = clients;
-	if (clients != NULL)
-		clients->prev = c;
-	clients = c;
 }
 
-static void
-resume_accepting(evutil_socket_t fd, short what, void *arg)
-{
-	async_chat_listener_resume(listener);
-}
-
-/* Out of descriptors or memory: the pending connection stays in the
- * backlog, so stop accepting for a moment instead of spinning on it. */
+/* Out of descriptors or memory: the listener backs off by itself (the
+ * pending connection waits in the backlog); say so. */
 static void
 accept_error(struct async_chat_listener *l, int err, void *arg)
 {
-	struct timeval tv = { 0, 100 * 1000 };
-
 	fprintf(stderr, "accept: %s\n", strerror(err));
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		async_chat_listener_pause(l);
-		evtimer_add(accept_retry, &tv);
-	}
 }
 
 /*
  * Startup and shutdown
  */
 
+/* The first signal starts a graceful shutdown, a second one ends it. */
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
-	event_base_loopbreak(arg);
+	if (shutting_down || async_chat_group_count(clients) == 0) {
+		event_base_loopbreak(base);
+		return;
+	}
+	shutting_down = 1;
+	async_chat_listener_free(listener);
+	listener = NULL;
+	/* Each closes once its queued output is sent; whatever is left
+	 * when the grace deadline passes is closed then.  client_free
+	 * ends the loop when the last one is gone. */
+	if (async_chat_group_close_when_done(clients,
+	    grace.tv_sec != 0 || grace.tv_usec != 0 ? &grace : NULL) < 0)
+		async_chat_group_close_all(clients); /* no deadline timer */
 }
 
 static int
 usage(const char *argv0)
 {
-	fprintf(stderr, "usage: %s [-p port] [-r docroot]\n", argv0);
+	fprintf(stderr, "usage: %s [-p port] [-r docroot] [-t head] "
+	    "[-b body] [-k idle] [-w write] [-g grace]\n", argv0);
 	return 2;
+}
+
+/* Seconds, with a fraction if wanted: "10", "2.5"; 0 turns it off. */
+static int
+parse_seconds(const char *s, struct timeval *tv)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*s == '\0' || *end != '\0' || !(v >= 0 && v <= 86400))
+		return -1;
+	tv->tv_sec = (time_t)v;
+	tv->tv_usec = (suseconds_t)((v - (double)tv->tv_sec) * 1e6);
+	return 0;
 }
 
 /* The document root, resolved once so that served paths can be checked
@@ -906,7 +1012,9 @@ main(int argc, char **argv)
 	char *end;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "p:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "p:r:t:b:k:w:g:")) != -1) {
+		int rc = 0;
+
 		if (opt == 'p') {
 			port = strtol(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || port < 0 ||
@@ -914,7 +1022,19 @@ main(int argc, char **argv)
 				return usage(argv[0]);
 		} else if (opt == 'r')
 			dir = optarg;
+		else if (opt == 't')
+			rc = parse_seconds(optarg, &head_deadline);
+		else if (opt == 'b')
+			rc = parse_seconds(optarg, &body_deadline);
+		else if (opt == 'k')
+			rc = parse_seconds(optarg, &idle_timeout);
+		else if (opt == 'w')
+			rc = parse_seconds(optarg, &write_timeout);
+		else if (opt == 'g')
+			rc = parse_seconds(optarg, &grace);
 		else
+			return usage(argv[0]);
+		if (rc < 0)
 			return usage(argv[0]);
 	}
 	if (optind != argc)
@@ -924,10 +1044,9 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if ((base = event_base_new()) == NULL)
 		return 1;
-	accept_retry = evtimer_new(base, resume_accepting, NULL);
-	if (accept_retry == NULL || start_listening(port) < 0) {
-		if (accept_retry != NULL)
-			event_free(accept_retry);
+	clients = async_chat_group_new(base);
+	if (clients == NULL || start_listening(port) < 0) {
+		async_chat_group_free(clients);
 		event_base_free(base);
 		return 1;
 	}
@@ -937,11 +1056,11 @@ main(int argc, char **argv)
 	evsignal_add(sigterm, NULL);
 	event_base_dispatch(base);
 
-	/* Clean shutdown: every channel, timer and the listener freed. */
-	while (clients != NULL)
-		async_chat_close(clients->chat); /* runs client_free */
+	/* Clean shutdown: every channel (none is left unless a second
+	 * signal came), the group and the listener freed. */
+	async_chat_group_close_all(clients); /* runs client_free */
+	async_chat_group_free(clients);
 	async_chat_listener_free(listener);
-	event_free(accept_retry);
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(base);

@@ -27,15 +27,12 @@
 /* Lines are kept whole until their LF: bound them. */
 #define LINE_MAX_BYTES (16 * 1024 * 1024)
 
-/* One connection: its TLS state and its place in the server's list. */
+/* One connection: its TLS state.  The server's group holds its channel,
+ * which leaves the group by itself when it closes. */
 struct client {
-	struct async_chat *chat;
 	SSL *ssl;   /* owned by the channel's bufferevent */
 	int broken; /* a TLS or socket error: no close_notify */
-	struct client *prev, *next;
 };
-
-static struct client *clients;
 
 /* Message mode: the line waits in the channel's buffer and is moved, not
  * copied, to the output. */
@@ -115,12 +112,6 @@ client_free(struct async_chat *chat, void *arg)
 	if (!c->broken && SSL_is_init_finished(c->ssl))
 		SSL_shutdown(c->ssl);
 	ERR_clear_error();
-	if (c->prev != NULL)
-		c->prev->next = c->next;
-	else
-		clients = c->next;
-	if (c->next != NULL)
-		c->next->prev = c->prev;
 	free(c);
 }
 
@@ -134,6 +125,7 @@ static const struct async_chat_handlers echo_handlers = {
 struct server {
 	struct event_base *base;
 	SSL_CTX *ctx;
+	struct async_chat_group *clients; /* every connection */
 };
 
 /* The TLS bufferevent for fd, in server (accepting) state: it owns fd and
@@ -163,26 +155,28 @@ static void
 handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
     const struct sockaddr *addr, int addrlen, void *arg)
 {
+	struct server *srv = arg;
 	struct client *c = calloc(1, sizeof(*c));
 	struct bufferevent *bev = NULL;
+	struct async_chat *chat;
 
-	if (c == NULL || (bev = tls_bufferevent(arg, fd, &c->ssl)) == NULL) {
+	if (c == NULL || (bev = tls_bufferevent(srv, fd, &c->ssl)) == NULL) {
 		free(c);
 		evutil_closesocket(fd);
 		return;
 	}
-	c->chat = async_chat_new_bufferevent(bev, &echo_handlers, c);
-	if (c->chat == NULL) {
+	chat = async_chat_new_bufferevent(bev, &echo_handlers, c);
+	if (chat == NULL) {
 		bufferevent_free(bev); /* closes fd, frees the SSL */
 		free(c);
 		return;
 	}
-	async_chat_set_terminator_line(c->chat);
-	async_chat_set_max_frame(c->chat, LINE_MAX_BYTES);
-	c->next = clients;
-	if (clients != NULL)
-		clients->prev = c;
-	clients = c;
+	if (async_chat_group_add(srv->clients, chat) < 0) {
+		async_chat_close(chat); /* runs client_free */
+		return;
+	}
+	async_chat_set_terminator_line(chat);
+	async_chat_set_max_frame(chat, LINE_MAX_BYTES);
 }
 
 static SSL_CTX *
@@ -264,7 +258,7 @@ listen_loopback(struct server *srv, long port)
 int
 main(int argc, char **argv)
 {
-	struct server srv = { NULL, NULL };
+	struct server srv = { NULL, NULL, NULL };
 	struct async_chat_listener *l = NULL;
 	struct event *sigint = NULL, *sigterm = NULL;
 	const char *cert = NULL, *key = NULL;
@@ -280,6 +274,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if ((srv.base = event_base_new()) == NULL ||
+	    (srv.clients = async_chat_group_new(srv.base)) == NULL ||
 	    (l = listen_loopback(&srv, port)) == NULL)
 		goto out;
 	sigint = evsignal_new(srv.base, SIGINT, on_signal, srv.base);
@@ -290,10 +285,10 @@ main(int argc, char **argv)
 	event_base_dispatch(srv.base);
 	status = 0;
 out:
-	/* Clean shutdown: every channel (with its SSL), the listener and
-	 * the TLS context freed. */
-	while (clients != NULL)
-		async_chat_close(clients->chat); /* runs client_free */
+	/* Clean shutdown: every channel (with its SSL; asyncore's
+	 * close_all), the group, the listener and the TLS context freed. */
+	async_chat_group_close_all(srv.clients); /* runs client_free */
+	async_chat_group_free(srv.clients);
 	async_chat_listener_free(l);
 	if (sigint != NULL)
 		event_free(sigint);

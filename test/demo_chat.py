@@ -4,7 +4,8 @@
 Called with the port and process id of a running demo/chat_server.  Checks
 the protocol with several clients, then floods the chat while one client
 has stopped reading and watches the server's memory, and ends by sending
-SIGTERM with clients still connected (the shell script checks the exit
+SIGTERM with clients still connected, who are told the server is shutting
+down before their connections end (the shell script checks the exit
 status).  Prints one line per check ("ok - ..." or "FAIL - ...") and ends
 with "python: N passed, M failed"; the exit status is 1 on any failure.
 
@@ -28,6 +29,7 @@ HOST = "127.0.0.1"
 TIMEOUT = 10  # seconds for any single wait
 MAX_LINE = 4096
 DROPPED = "* slow was dropped: too slow"
+SHUTTING_DOWN = "* server shutting down"
 
 passed = 0
 failed = 0
@@ -570,21 +572,26 @@ def flood(port, pid, flood_mb, limit_mb, others):
 
 
 def shutdown(pid, recv, clients):
-    """SIGTERM with clients connected: each sees its connection end."""
+    """SIGTERM with clients connected: each is told, then sees its
+    connection end."""
     os.kill(pid, signal.SIGTERM)
     results = []
+    told = []
     for c in clients:
         c.sock.settimeout(5)
         try:
-            c.wait_eof()
+            told.append(c.wait_eof()[-1:] == [SHUTTING_DOWN])
             results.append(c.eof)
         except OSError:
             results.append(False)
     for r in recv:
         r.join(5)
         results.append(r.done)
+        with r.cond:
+            told.append(r.notices[-1:] == [SHUTTING_DOWN])
     check("SIGTERM closes the %d connected clients" % len(results),
           all(results), repr(results))
+    check("each was told %r last" % SHUTTING_DOWN, all(told), repr(told))
 
 
 def main():

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
 """demo_http.py - the raw-socket and http.client checks of demo/http_server.
 
-Called by test/demo_http.sh with the server's port and document root.
+Called by test/demo_http.sh with the server's port, document root and
+process id (read in /proc: its descriptors and memory), and at the end with
+--shutdown to check the graceful shutdown on SIGTERM, which it sends.
 Prints one line per check ("ok - ..." or "FAIL - ...") and ends with
 "python: N passed, M failed"; the exit status is 1 on any failure.
 
-    usage: demo_http.py PORT DOCROOT
+    usage: demo_http.py PORT DOCROOT PID
+           demo_http.py --shutdown PORT DOCROOT PID
 """
 import http.client
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 
 HOST = "127.0.0.1"
@@ -51,6 +56,7 @@ class Reader:
         self.sock = sock
         self.buf = b""
         self.eof = False
+        self.total = 0  # bytes received
 
     def fill(self):
         if self.eof:
@@ -63,6 +69,7 @@ class Reader:
             self.eof = True
             return False
         self.buf += data
+        self.total += len(data)
         return True
 
     def response(self, head_request=False):
@@ -208,6 +215,105 @@ def test_deep_pipeline(port, docroot):
     s.close()
 
 
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmRSS:"):
+                return int(ln.split()[1])
+    raise ValueError("VmRSS not found")
+
+
+def small_rcvbuf_socket(port, size=4096):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    s.settimeout(TIMEOUT)
+    s.connect((HOST, port))
+    return s
+
+
+def test_queued_files(port, docroot, pid):
+    # Each queued file holds a descriptor until it is sent: a client that
+    # pipelines file requests and reads nothing gets only a few queued.
+    n = 200
+    want = read_file(docroot, "mid.bin")
+    before = fd_count(pid)
+    s = small_rcvbuf_socket(port)
+    s.sendall(get("/mid.bin") * n)
+    most = 0
+    for _ in range(40):  # about a second, reading nothing
+        time.sleep(0.025)
+        most = max(most, fd_count(pid) - before)
+    rd = Reader(s)
+    got = [rd.response() for _ in range(n)]
+    s.close()
+    print("queued files: %d pipelined requests for a %d-byte file, not "
+          "read: the server held at most %d more descriptors" %
+          (n, len(want), most))
+    check("pipelining %d file requests without reading: all answered, "
+          "byte-exact" % n,
+          all(g is not None and g[0] == 200 and g[2] == want for g in got))
+    check("... while at most 17 more descriptors were open (the "
+          "connection and 16 queued files), not one per request",
+          0 < most <= 17, "%d" % most)
+
+
+def test_high_water(port, pid):
+    # Echoes pipelined by a client that reads nothing: past the high-water
+    # mark (256 KiB of output) the server stops reading, so the requests
+    # wait in the kernel rather than their echoes in the server.
+    n = 96
+    body = os.urandom(256 * 1024)
+    data = memoryview(post("/echo", body) * n)
+    s = small_rcvbuf_socket(port)
+    base = peak = rss_kb(pid)
+    sent = 0
+    stalled = False
+    s.settimeout(0.5)
+    end = time.monotonic() + 30
+    while sent < len(data) and time.monotonic() < end:
+        try:
+            sent += s.send(data[sent:sent + 65536])
+        except socket.timeout:
+            stalled = True  # the server has stopped reading
+            break
+        peak = max(peak, rss_kb(pid))
+    peak = max(peak, rss_kb(pid))
+    s.settimeout(TIMEOUT)
+    got = []
+
+    def read_all():
+        rd = Reader(s)
+        for _ in range(n):
+            r = rd.response()
+            if r is None:
+                break
+            got.append(r)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    try:
+        s.sendall(data[sent:])
+    except OSError:
+        pass
+    reader.join(60)
+    s.close()
+    print("high water: %d pipelined 256 KiB echoes (%d MB), not read: "
+          "%s after %d kB sent; server RSS %d kB before, peak %d kB" %
+          (n, len(data) >> 20,
+           "the server stopped reading" if stalled else "no stall",
+           sent >> 10, base, peak))
+    check("pipelining %d MB of echoes without reading: all answered, "
+          "byte-exact" % (len(data) >> 20),
+          len(got) == n and all(g[0] == 200 and g[2] == body for g in got),
+          "%d answered" % len(got))
+    check("... while the server's RSS grew %d kB, under 12 MB" %
+          (peak - base), peak - base < 12 * 1024)
+
+
 def test_split(port, docroot):
     # One byte per send: the terminator arrives split across reads.
     s = connect(port)
@@ -335,8 +441,87 @@ def test_routes(port):
     s.close()
 
 
+def process_gone(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def shutdown_main(port, docroot, pid):
+    """SIGTERM: the server stops accepting, closes an idle connection,
+    finishes a response in progress, and cuts one that is not read once
+    its grace deadline passes (the shell checks that it exits)."""
+    want = read_file(docroot, "large.bin")
+    idle = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
+    idle.request("GET", "/hello.txt")
+    idle.getresponse().read()
+    busy = small_rcvbuf_socket(port, 256 * 1024)  # reads at full speed
+    busy.sendall(get("/large.bin"))
+    stuck = small_rcvbuf_socket(port)
+    stuck.sendall(get("/large.bin"))
+    # Both responses have begun (a request still unread when the signal
+    # comes is not answered: its connection closes at once).
+    head = Reader(busy)
+    while len(head.buf) < 65536 and head.fill():
+        pass
+    rd = Reader(stuck)
+    rd.fill()
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+
+    try:
+        eof = idle.sock.recv(1) == b""
+    except OSError:
+        eof = True
+    idle_s = time.monotonic() - started
+    idle.close()
+    check("SIGTERM: an idle keep-alive connection is closed", eof)
+
+    refused = False
+    for _ in range(50):
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+        except ConnectionRefusedError:
+            refused = True
+            break
+        time.sleep(0.1)
+    check("SIGTERM: new connections are refused", refused)
+
+    before = head.total
+    r = head.response()
+    done = r is not None and r[0] == 200 and r[2] == want and head.at_eof()
+    busy_s = time.monotonic() - started
+    busy.close()
+    check("SIGTERM: a response in progress is sent whole (%d kB of it "
+          "after the signal), then the connection closes" %
+          ((head.total - before) >> 10), done)
+
+    # The unread one is read only once the server has gone (a zombie
+    # until the shell reaps it): what arrives is what the kernel held.
+    for _ in range(200):
+        if process_gone(pid):
+            break
+        time.sleep(0.05)
+    stuck_s = time.monotonic() - started
+    r = rd.response()
+    stuck.close()
+    check("SIGTERM: a response that is not read is cut at the grace "
+          "deadline (%d kB of %d kB arrived)" % (rd.total >> 10,
+                                                 len(want) >> 10),
+          r is None and rd.eof)
+    print("shutdown: idle closed after %.3f s, response in progress done "
+          "after %.3f s, server gone after %.3f s" %
+          (idle_s, busy_s, stuck_s))
+    print("python: %d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
 def main():
-    port, docroot = int(sys.argv[1]), sys.argv[2]
+    if sys.argv[1] == "--shutdown":
+        return shutdown_main(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    port, docroot, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     # Opened first and used last: refused requests on other connections
     # must not disturb it.
     early = http.client.HTTPConnection(HOST, port, timeout=TIMEOUT)
@@ -348,6 +533,8 @@ def main():
     test_http10_keepalive(port, docroot)
     test_pipelining(port, docroot)
     test_deep_pipeline(port, docroot)
+    test_queued_files(port, docroot, pid)
+    test_high_water(port, pid)
     test_split(port, docroot)
     test_half_close(port, docroot)
     test_expect_continue(port)
