@@ -741,8 +741,10 @@ int async_chat_push_simple_producer(struct async_chat *chat, const void *data,
 
 /**
  * Bytes queued and not yet handed to the transport: the bufferevent's
- * output buffer plus pushed data waiting behind producers.  Bytes that
- * producers have not produced yet are not counted.
+ * output buffer, pushed data waiting behind producers, and files pushed
+ * with async_chat_push_file() from their push on (the bytes of their
+ * range not handed over yet).  Bytes that other producers have not
+ * produced yet are not counted.
  * @return the count; 0 for NULL or a closed channel.
  */
 size_t async_chat_output_pending(const struct async_chat *chat);

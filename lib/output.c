@@ -23,6 +23,8 @@
 
 #include "asynchat-internal.h"
 
+static const struct async_chat_producer_ops file_ops;
+
 /* A length the output can hold: libevent counts in ev_ssize_t.  Copied
  * bytes exist in memory, so only references, which can name the same
  * bytes many times, could make async_chat_output_pending() wrap: they
@@ -499,6 +501,13 @@ queue_producer(struct async_chat *chat,
 	e->u.producer.ctx = ctx;
 	entry_append(chat, e);
 	chat->output_busy = 1;
+	if (chat->ext != NULL) {
+		/* A file counts at once: the high-water mark may pass. */
+		async_chat__enter(chat);
+		async_chat__check_high(chat);
+		if (async_chat__leave(chat))
+			return 0;
+	}
 	async_chat__refill(chat, 0); /* may release the channel: touch it no more */
 	return 0;
 }
@@ -580,6 +589,7 @@ struct file_producer {
 	int sent;
 	int copy;      /* not a plain socket: read the file as it goes */
 	ev_off_t offset, length;
+	uint64_t unsent; /* bytes not handed to the output yet, as pushed */
 };
 
 /* Anything but a channel's own socket bufferevent copies the file: libevent
@@ -610,6 +620,7 @@ file_copy_more(struct file_producer *p, struct evbuffer *out, size_t hint)
 	if (evbuffer_commit_space(out, &v, 1) < 0)
 		return -1;
 	p->offset += n;
+	p->unsent = p->unsent > (uint64_t)n ? p->unsent - (uint64_t)n : 0;
 	if (p->length > 0)
 		p->length -= n;
 	return 0;
@@ -639,6 +650,7 @@ file_more(void *ctx, struct evbuffer *out, size_t size_hint)
 	if (evbuffer_add_file(out, p->fd, p->offset, length) < 0)
 		return -1;
 	p->sent = 1;
+	p->unsent = 0;
 	p->fd = -1; /* the evbuffer owns and closes it now */
 	return 0;
 }
@@ -691,6 +703,7 @@ async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
 		(uint64_t)SIZE_MAX;
 	p->offset = offset;
 	p->length = length;
+	p->unsent = (uint64_t)(length == -1 ? st.st_size - offset : length);
 	if (length == 0) {
 		file_free(p);
 		return 0;
@@ -809,10 +822,16 @@ async_chat_output_pending(const struct async_chat *chat)
 	if (chat == NULL || chat->closed)
 		return 0;
 	n = evbuffer_get_length(bufferevent_get_output(chat->bev));
-	/* Data waits in the FIFO only behind producers: few entries. */
-	for (e = chat->head; e != NULL; e = e->next)
+	/* Data waits in the FIFO only behind producers: few entries.  Files
+	 * count from their push, as the bytes they will add. */
+	for (e = chat->head; e != NULL; e = e->next) {
 		if (e->kind == FIFO_DATA)
 			n += evbuffer_get_length(e->u.buf);
+		else if (e->kind == FIFO_PRODUCER &&
+		    e->u.producer.ops == &file_ops)
+			n += (size_t)((struct file_producer *)e->u.producer.ctx)
+			         ->unsent;
+	}
 	return n;
 }
 

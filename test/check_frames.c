@@ -1185,6 +1185,41 @@ START_TEST(test_high_water)
 }
 END_TEST
 
+/* Files count from their push: the mark sees a pipeline of them. */
+START_TEST(test_high_water_files)
+{
+	static char block[40000];
+	struct hw h = {0, 0, NULL};
+	char path[] = "/tmp/asynchat-hw-XXXXXX";
+	struct t t;
+	int fd, i;
+
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	ck_assert_int_eq(write(fd, block, sizeof(block)), (ssize_t)sizeof(block));
+	t_open(&t, 0);
+	t.user = &h;
+	ck_assert_int_eq(async_chat_set_high_water(t.chat, 1000, 100000,
+	                     high_water), 0);
+	for (i = 0; i < 3; i++) {
+		int dup_fd = dup(fd);
+
+		ck_assert_int_ge(dup_fd, 0);
+		ck_assert_int_eq(async_chat_push_file(t.chat, dup_fd, 0, -1), 0);
+		/* Nothing has run yet: all of it is pending. */
+		ck_assert_uint_eq(async_chat_output_pending(t.chat),
+		    (size_t)(i + 1) * sizeof(block));
+	}
+	ck_assert_int_eq(h.ups, 1);
+	ck_assert(tu_run_until(t.base, hw_down, &t, WAIT_MS) == 0);
+	wait_peer_has(&t, 3 * sizeof(block));
+	ck_assert_uint_eq(async_chat_output_pending(t.chat), 0);
+	close(fd);
+	t_done(&t);
+}
+END_TEST
+
 struct slow {
 	int calls, frees;
 	int ready;
@@ -1595,6 +1630,7 @@ frames_suite(void)
 	tcase_add_loop_test(tc, test_frame_deadline, 0, 2);
 	tcase_add_test(tc, test_write_timeout);
 	tcase_add_test(tc, test_high_water);
+	tcase_add_test(tc, test_high_water_files);
 	tcase_add_test(tc, test_deferred_producer);
 	tcase_add_test(tc, test_shutdown_handler);
 	tcase_add_test(tc, test_push_printf);
