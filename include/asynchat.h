@@ -699,7 +699,8 @@ int async_chat_push_file(struct async_chat *chat, int fd, ev_off_t offset,
  * @param size the room at out (offset + 10 bytes always suffice)
  * @return the header's length, or -1 with errno EINVAL (NULL argument, bad
  *   spec as for async_chat_set_terminator_length()), ERANGE (the value is
- *   negative or does not fit in the field) or ENOBUFS (size too small).
+ *   negative or does not fit in the field, or the frame would be longer
+ *   than UINT64_MAX) or ENOBUFS (size too small).
  */
 ev_ssize_t async_chat_length_field_encode(
     const struct async_chat_length_field *spec, uint64_t payload_len,
@@ -1214,7 +1215,8 @@ void async_chat_group_close_all(struct async_chat_group *group);
  *
  * The rule for the caller: each call is given the bytes not yet consumed,
  * from the first one on (more may follow them), so bytes that an event did
- * not consume are passed again, unchanged, at the front of the next span.
+ * not consume are passed again, unchanged and all of them, at the front of
+ * the next span.
  * A NEED_MORE event consumes the whole span: the framer keeps the few bytes
  * it holds back (a possible terminator prefix, a partial length header) in
  * its own memory, and hands them out later as DATA.
@@ -1227,9 +1229,10 @@ struct async_chat_framer;
 enum async_chat_framer_event_kind {
 	/** Every byte of the span is consumed; call again with more. */
 	ASYNC_CHAT_FRAMER_NEED_MORE = 0,
-	/** len frame bytes at data: in the span (consumed == len) or, for
-	 * held-back bytes handed out later, in the framer's own memory
-	 * (consumed == 0), valid until the next call on the framer. */
+	/** len frame bytes at data: in the span (the last len of the
+	 * consumed bytes; stripped length-field bytes may come before them)
+	 * or, for held-back bytes handed out later, in the framer's own
+	 * memory (held set), valid until the next call on the framer. */
 	ASYNC_CHAT_FRAMER_DATA = 1,
 	/** The frame ended; its terminator (len bytes, 0 for counts and
 	 * length fields) is consumed.  matched says which alternative: as

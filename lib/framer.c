@@ -1258,6 +1258,10 @@ async_chat_length_field_encode(const struct async_chat_length_field *spec,
 			field[spec->little_endian ? i : w - 1 - i] = b;
 		}
 	}
+	if (payload_len > UINT64_MAX - (spec->offset + w)) {
+		errno = ERANGE; /* the decoder could not count the frame */
+		return -1;
+	}
 	if (size < spec->offset + w) {
 		errno = ENOBUFS;
 		return -1;
