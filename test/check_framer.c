@@ -3562,9 +3562,14 @@ START_TEST(test_length_encode)
 	ck_assert_int_eq(async_chat_length_field_encode(&lf, 127, out, 64), 1);
 	ck_assert_int_eq(async_chat_length_field_encode(&lf, 128, out, 64), 2);
 	ck_assert_mem_eq(out, "\x80\x01", 2);
+	/* The longest varint, for the longest frame a decoder can count. */
 	ck_assert_int_eq(
-	    async_chat_length_field_encode(&lf, UINT64_MAX, out, 64), 10);
-	ck_assert_mem_eq(out, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 10);
+	    async_chat_length_field_encode(&lf, UINT64_MAX - 10, out, 64), 10);
+	ck_assert_mem_eq(out, "\xf5\xff\xff\xff\xff\xff\xff\xff\xff\x01", 10);
+	errno = 0;
+	ck_assert_int_eq(
+	    async_chat_length_field_encode(&lf, UINT64_MAX, out, 64), -1);
+	ck_assert_int_eq(errno, ERANGE);
 	lf.width = 2;
 	ck_assert_int_eq(async_chat_length_field_encode(&lf, 0x1234, out, 64), 2);
 	ck_assert_mem_eq(out, "\x12\x34", 2);

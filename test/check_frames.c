@@ -439,7 +439,10 @@ START_TEST(test_length_encoder)
 	ck_assert_int_eq(async_chat_length_field_encode(&spec, 300, hdr, 16), 2);
 	ck_assert_int_eq(memcmp(hdr, "\xac\x02", 2), 0);
 	ck_assert_int_eq(
-	    async_chat_length_field_encode(&spec, UINT64_MAX, hdr, 16), 10);
+	    async_chat_length_field_encode(&spec, UINT64_MAX - 10, hdr, 16), 10);
+	/* A frame longer than UINT64_MAX could not be counted. */
+	EXPECT_ERRNO(async_chat_length_field_encode(&spec, UINT64_MAX, hdr, 16),
+	    ERANGE);
 	spec = (struct async_chat_length_field){.width = 3};
 	ck_assert_int_eq(async_chat_length_field_encode(&spec, 0x10203, hdr, 3),
 	    3);
