@@ -142,8 +142,9 @@ int async_chat__tell_partner_eof(struct async_chat *chat);
 int async_chat__defer(struct async_chat *chat, unsigned what);
 /* The channel's extension block, made on first use; NULL with ENOMEM. */
 struct async_chat__ext *async_chat__get_ext(struct async_chat *chat);
-/* After a push: tell the high-water handler if output rose above it. */
-void async_chat__check_high(struct async_chat *chat);
+/* After a push: tell the high-water handler if output rose above it;
+ * 1 if it was told. */
+int async_chat__check_high(struct async_chat *chat);
 
 /* listener.c: the delay the next accept error backs off for. */
 int async_chat__listener_next_backoff_ms(

@@ -183,21 +183,20 @@ async_chat__refill(struct async_chat *chat, int from_loop)
 			struct async_chat__ext *ext = chat->ext;
 
 			ext->shut_pending = 0;
-			if (ext->shut_fn != NULL)
+			if (ext->shut_fn != NULL) {
 				ext->shut_fn(chat, ext->shut_err, chat->arg);
-			if (chat->closed)
-				break;
+				/* It may have pushed: what the fill saw is old. */
+				continue;
+			}
 		}
-		if (from_loop && chat->ext != NULL && !chat->ext->above)
-			async_chat__check_high(chat); /* producers' bytes */
-		if (chat->closed)
-			break;
+		if (from_loop && chat->ext != NULL && !chat->ext->above &&
+		    async_chat__check_high(chat)) /* producers' bytes */
+			continue;
 		if (from_loop && chat->ext != NULL && chat->ext->above &&
 		    async_chat_output_pending(chat) <= chat->ext->low) {
 			chat->ext->above = 0;
 			chat->ext->high_fn(chat, 0, chat->arg);
-			if (chat->closed)
-				break;
+			continue;
 		}
 		if (!from_loop &&
 		    (st & (OUT_MORE | OUT_CLOSE | OUT_DRAINED | OUT_SHUT))) {
@@ -1252,16 +1251,17 @@ async_chat_skip_frame(struct async_chat *chat)
  * Flow control and tunables
  */
 
-void
+int
 async_chat__check_high(struct async_chat *chat)
 {
 	struct async_chat__ext *ext = chat->ext;
 
 	if (ext == NULL || ext->high == 0 || ext->above || chat->closed ||
 	    async_chat_output_pending(chat) <= ext->high)
-		return;
+		return 0;
 	ext->above = 1;
 	ext->high_fn(chat, 1, chat->arg);
+	return 1;
 }
 
 int
