@@ -1507,6 +1507,8 @@ decode_lf(uint8_t (*next)(void *), void *src, struct async_chat_length_field *lf
 	lf->width = widths[b & 7];
 	lf->little_endian = lf->width != 0 && (b & 8) != 0;
 	lf->offset = (b >> 4) & 3;
+	if (lf->offset == 3 && (c & 1))
+		lf->offset = 60 + c % 8; /* a header past 64 bytes */
 	switch ((b >> 6) & 3) {
 	case 0:
 		lf->strip = lf->offset + lf->width;
@@ -1569,7 +1571,7 @@ push_lp(struct fz *z, struct async_chat *chat,
     size_t n)
 {
 	const struct async_chat_length_field *use = spec ? spec : &z->lf;
-	unsigned char hdr[64];
+	unsigned char hdr[96];
 	ev_ssize_t hn;
 	int rc;
 
@@ -1721,6 +1723,49 @@ bad_args_ext(struct fz *z, struct async_chat *chat)
 	    async_chat_strerror(EPIPE) == NULL)
 		fz_fail(z, "a NULL query answered wrongly");
 	async_chat_close(NULL);
+	errno = 0;
+	if (async_chat_new(NULL, -1, &z->h, z) != NULL || errno != EINVAL ||
+	    async_chat_new(z->base, -1, NULL, z) != NULL ||
+	    async_chat_new(z->base, -5, &z->h, z) != NULL ||
+	    async_chat_new_bufferevent(NULL, &z->h, z) != NULL ||
+	    errno != EINVAL)
+		fz_fail(z, "async_chat_new took a bad argument");
+	{
+		/* a descriptor that is not open: EBADF, for the channel
+		 * and for a pushed file */
+		int fd = dup(0);
+
+		if (fd >= 0) {
+			close(fd);
+			errno = 0;
+			if (async_chat_new(z->base, fd, &z->h, z) != NULL ||
+			    errno != EBADF)
+				fz_fail(z, "async_chat_new on a closed fd");
+			errno = 0;
+			if (async_chat_push_file(chat, fd, 0, -1) != -1 ||
+			    errno != EBADF)
+				fz_fail(z, "push_file of a closed fd");
+		}
+		errno = 0;
+		if (async_chat_push_file(chat, -1, 0, -1) != -1 ||
+		    errno != EBADF)
+			fz_fail(z, "push_file of fd -1");
+	}
+	/* lengths that cannot be queued: refused before data is read */
+	errno = 0;
+	if (async_chat_push(chat, "", SIZE_MAX) != -1 ||
+	    (errno != EMSGSIZE && errno != EPIPE))
+		fz_fail(z, "a push of SIZE_MAX bytes: not EMSGSIZE");
+	errno = 0;
+	if (async_chat_push_reference(chat, "", SIZE_MAX, NULL, NULL) != -1 ||
+	    (errno != EMSGSIZE && errno != EPIPE))
+		fz_fail(z, "a reference of SIZE_MAX bytes: not EMSGSIZE");
+	errno = 0;
+	memset(&lf, 0, sizeof(lf));
+	lf.width = 4;
+	if (async_chat_push_length_prefixed(chat, &lf, "", SIZE_MAX / 2) != -1 ||
+	    (errno != EMSGSIZE && errno != EPIPE))
+		fz_fail(z, "a framed push of SIZE_MAX / 2 bytes: not EMSGSIZE");
 }
 
 /* The extended actions of the tape: every other call of the API. */
@@ -1890,8 +1935,14 @@ on_collect(struct async_chat *chat, const char *data, size_t len, void *arg)
 	if (z->count_known && async_chat_get_terminator(chat, &t) == 0 &&
 	    t.kind == ASYNC_CHAT_TERM_COUNT &&
 	    z->ngot + len - frame_start(z) - z->count_base + t.count >
-	        z->count_set)
+	        z->count_set) {
+		fprintf(stderr, "count set %llu after %zu bytes of the frame; "
+		    "%zu collected since, %zu now, %llu reported missing\n",
+		    (unsigned long long)z->count_set, z->count_base,
+		    z->ngot - frame_start(z) - z->count_base, len,
+		    (unsigned long long)t.count);
 		fz_fail(z, "count inside collect is more than is missing");
+	}
 	z->ngot += len;
 	tape_action(z, chat, CTX_COLLECT);
 	cb_leave(z);
@@ -2521,7 +2572,7 @@ run_op(struct fz *z, uint8_t op)
 		return;
 	case OP_WRITE_LP: {
 		/* a frame under the length field last set */
-		unsigned char hdr[64];
+		unsigned char hdr[96];
 		ev_ssize_t hn;
 
 		n = rd_u8(&z->prog) % 40;
