@@ -1043,10 +1043,14 @@ set_term(struct fz *z, struct async_chat *chat, const struct fm_term *t,
 		return;
 	if (rc != 0)
 		fz_fail(z, "setting a terminator failed");
-	/* Set inside collect, a count starts after the rest of the bytes
-	 * being delivered, which the harness does not see. */
+	/* A terminator applies from the next unscanned byte: set inside a
+	 * frame (inside collect, in handle_error after FRAME_TOO_LONG,
+	 * after a pause), a count starts after the frame bytes already
+	 * scanned and still to be delivered, which the harness does not
+	 * see. */
 	z->count_known = t->kind == ASYNC_CHAT_TERM_COUNT &&
-	    where != CTX_COLLECT && !z->no_found && !z->skipping;
+	    where != CTX_COLLECT && !z->no_found && !z->skipping &&
+	    (where == CTX_FOUND || at_boundary(z, chat));
 	z->count_set = t->count;
 	z->count_base = z->ngot - frame_start(z);
 	if (pool_full || z->nsteps == MAX_STEPS ||
