@@ -1772,6 +1772,98 @@ bad_args_ext(struct fz *z, struct async_chat *chat)
 		fz_fail(z, "a framed push of SIZE_MAX / 2 bytes: not EMSGSIZE");
 }
 
+static void
+on_high_water(struct async_chat *chat, int above, void *arg)
+{
+	struct fz *z = arg;
+
+	cb_enter(z, chat, "high water");
+	if (above != 0 && above != 1)
+		fz_fail(z, "high water handler: neither above nor below");
+	tape_action(z, chat, CTX_DRAIN);
+	cb_leave(z);
+}
+
+static void
+on_shutdown(struct async_chat *chat, int err, void *arg)
+{
+	struct fz *z = arg;
+
+	cb_enter(z, chat, "shutdown");
+	if (err < 0)
+		fz_fail(z, "shutdown handler with a negative error");
+	tape_action(z, chat, CTX_DRAIN);
+	cb_leave(z);
+}
+
+/* The calls added in 0.2 beyond terminators and pushes: skip_frame,
+ * high water, the shutdown handler, the channel's own timeouts,
+ * push_printf and resume_producer. */
+static void
+action_v2(struct fz *z, struct async_chat *chat, uint8_t b)
+{
+	struct timeval tv = {0, 1000 + (b >> 3) % 4 * 500};
+	size_t low = (b >> 3) % 64, high = low + (b >> 5) * 40;
+	int rc;
+
+	switch (b % 8) {
+	case 0:
+		errno = 0;
+		rc = LIB(async_chat_skip_frame(chat));
+		if (rc != 0 && !injected(z, rc) && errno != EPROTO)
+			fz_fail(z, "skip_frame failed");
+		/* the frame loses its bytes: no longer the model's */
+		z->model_ok = 0;
+		z->count_known = 0;
+		break;
+	case 1:
+		rc = LIB(async_chat_set_high_water(chat, low,
+		    b & 0x80 ? 0 : high, b & 0x80 ? NULL : on_high_water));
+		if (rc != 0 && !injected(z, rc))
+			fz_fail(z, "set_high_water failed");
+		break;
+	case 2:
+		rc = LIB(async_chat_set_shutdown_handler(
+		    chat, b & 0x80 ? NULL : on_shutdown));
+		if (rc != 0 && !injected(z, rc))
+			fz_fail(z, "set_shutdown_handler failed");
+		break;
+	case 3:
+	case 4:
+	case 5:
+		z->timeouts = 1;
+		rc = b % 8 == 3 ? LIB(async_chat_set_idle_timeout(chat,
+		                      b & 0x80 ? NULL : &tv))
+		    : b % 8 == 4 ? LIB(async_chat_set_write_timeout(chat,
+		                       b & 0x80 ? NULL : &tv))
+		                 : LIB(async_chat_set_frame_timeout(chat,
+		                       b & 0x80 ? NULL : &tv));
+		if (rc != 0 && !injected(z, rc))
+			fz_fail(z, "setting a timeout failed");
+		break;
+	case 6: {
+		char want[32];
+		int n = snprintf(want, sizeof(want), "%u:%s,", b, "v2");
+
+		errno = 0;
+		rc = LIB(async_chat_push_printf(chat, "%u:%s,", b, "v2"));
+		if (injected(z, rc < 0 ? -1 : 0))
+			break;
+		if (rc < 0 && refused(z, -1))
+			break;
+		if (rc != n)
+			fz_fail(z, "push_printf queued another length");
+		z->pushed += (size_t)n;
+		seg_append(z, want, (size_t)n);
+		break;
+	}
+	default:
+		if (LIB(async_chat_resume_producer(chat)) != 0)
+			fz_fail(z, "resume_producer failed");
+		break;
+	}
+}
+
 /* The extended actions of the tape: every other call of the API. */
 static void
 tape_action_ext(struct fz *z, struct async_chat *chat, enum ctx where,
@@ -1844,6 +1936,9 @@ tape_action_ext(struct fz *z, struct async_chat *chat, enum ctx where,
 		break;
 	case 22:
 		bad_args_ext(z, chat);
+		break;
+	case 23:
+		action_v2(z, chat, tape_u8(z));
 		break;
 	default:
 		(void)where;
@@ -2110,12 +2205,17 @@ on_error(struct async_chat *chat, int err, void *arg)
 	           (((err == EPIPE || err == ECONNRESET || err == ENOTCONN ||
 	                 err == ECONNABORTED) &&
 	                z->transport != T_PAIR) ||
-	               (err == ETIMEDOUT && z->timeouts) ||
+	               ((err == ETIMEDOUT || err == ASYNC_CHAT_ERR_IDLE_TIMEOUT ||
+	                    err == ASYNC_CHAT_ERR_WRITE_TIMEOUT ||
+	                    err == ASYNC_CHAT_ERR_FRAME_TIMEOUT) &&
+	                   z->timeouts) ||
 	               ((err == ENOMEM || err == ASYNC_CHAT_ERR_NOMEM ||
 	                    err == ASYNC_CHAT_ERR_UNKNOWN) &&
 	                   fi.failed))) {
 		trace(" socket error %d %s\n", err, async_chat_strerror(err));
-		if (err != ETIMEDOUT) {
+		if (err != ETIMEDOUT && err != ASYNC_CHAT_ERR_IDLE_TIMEOUT &&
+		    err != ASYNC_CHAT_ERR_WRITE_TIMEOUT &&
+		    err != ASYNC_CHAT_ERR_FRAME_TIMEOUT) {
 			z->sock_error = 1;
 			z->out_full_ok = 0;
 		}
