@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -50,7 +51,8 @@ enum {
 	F_MESSAGE = 1 << 2,  /* channels in message mode */
 	F_NO_CLOSE = 1 << 3, /* handle_close NULL */
 	F_NO_ERROR = 1 << 4, /* handle_error NULL */
-	F_BACKLOG = 1 << 5   /* a backlog of 1 */
+	F_BACKLOG = 1 << 5,  /* a backlog of 1 */
+	F_WAIT = 1 << 6      /* wait for the accept back-off to end */
 };
 
 enum kind { K_CLIENT, K_SERVER };
@@ -82,6 +84,8 @@ struct fz {
 	size_t tape_len, tape_pos, prog_len, prog_pos;
 	int actions, accepts, accept_errors;
 	int emfile; /* RLIMIT_NOFILE is lowered now */
+	struct async_chat_listener *ul; /* on a Unix-domain path */
+	char path[64];
 	int fds_before;
 };
 
@@ -464,10 +468,14 @@ on_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	int i = l == z->l[0] ? 0 : 1;
 	uint8_t a = tape_u8(z);
 
-	if (l != z->l[0] && l != z->l[1])
+	if (l == z->ul) {
+		i = -1;
+	} else if (l != z->l[0] && l != z->l[1]) {
 		fz_fail(z, "handle_accept for another listener");
+	}
 	if (addr == NULL || addrlen <= 0 ||
-	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+	    (addr->sa_family != AF_INET && addr->sa_family != AF_INET6 &&
+	        addr->sa_family != AF_UNIX))
 		fz_fail(z, "handle_accept without the peer's address");
 	z->accepts++;
 	c = a % 8 == 1 ? NULL : conn_new(z, K_SERVER);
@@ -488,7 +496,12 @@ on_accept(struct async_chat_listener *l, evutil_socket_t fd,
 			fz_fail(z, "listener_pause failed");
 		break;
 	case 3:
-		listener_free(z, i); /* inside handle_accept */
+		if (i >= 0) {
+			listener_free(z, i); /* inside handle_accept */
+		} else {
+			async_chat_listener_free(z->ul);
+			z->ul = NULL;
+		}
 		break;
 	case 4:
 		if (async_chat_listener_pause(l) != 0 ||
@@ -510,7 +523,9 @@ on_accept_error(struct async_chat_listener *l, int err, void *arg)
 	struct fz *z = arg;
 	int i = l == z->l[0] ? 0 : 1;
 
-	if (l != z->l[0] && l != z->l[1])
+	if (l == z->ul)
+		i = -1;
+	else if (l != z->l[0] && l != z->l[1])
 		fz_fail(z, "accept error for another listener");
 	if (err != EMFILE && err != ENFILE && err != ENOBUFS &&
 	    err != ENOMEM) {
@@ -520,12 +535,22 @@ on_accept_error(struct async_chat_listener *l, int err, void *arg)
 	if (!z->emfile)
 		fz_fail(z, "an accept error with file descriptors to spare");
 	z->accept_errors++;
+	if (async_chat_listener_backing_off(l) < 0)
+		fz_fail(z, "backing_off failed");
 	switch (tape_u8(z) % 4) {
 	case 1:
 		async_chat_listener_pause(l);
 		break;
 	case 2:
-		listener_free(z, i);
+		if (i >= 0) {
+			listener_free(z, i);
+		} else {
+			async_chat_listener_free(z->ul);
+			z->ul = NULL;
+		}
+		break;
+	case 3:
+		async_chat_listener_resume(l); /* during the back-off */
 		break;
 	default:
 		break;
@@ -613,24 +638,204 @@ listener_faults(struct fz *z, uint8_t a)
 		    listen(fd, 4) != 0)
 			abort();
 	}
-	fi_countdown = a % 8;
+	fi_countdown = a % 16;
 	fi_armed = 1;
 	errno = 0;
 	if (fd >= 0)
 		l = async_chat_listener_new_fd(z->base, fd, on_accept, z);
+	else if (a & 0x40)
+		l = async_chat_listener_new_hostname(z->base, AF_INET,
+		    "127.0.0.1", "0", 0, -1, on_accept, z, NULL);
+	else if (a & 0x20 && z->ul == NULL)
+		l = async_chat_listener_new_unix(
+		    z->base, z->path, 0, -1, on_accept, z);
 	else
 		l = async_chat_listener_new(z->base, (struct sockaddr *)&sin,
 		    sizeof(sin), -1, on_accept, z);
 	fi_armed = 0;
 	fi_countdown = -1;
 	if (l == NULL) {
-		if (errno != ENOMEM && errno != EINVAL)
+		/* (getaddrinfo's own allocations fail too: EAI_MEMORY) */
+		if (errno != ENOMEM && errno != EINVAL && errno != ENOENT)
 			fz_fail(z, "a listener failed otherwise than ENOMEM");
 		if (fd >= 0)
 			close(fd); /* on failure fd is still ours */
 		return;
 	}
 	async_chat_listener_free(l);
+}
+
+/* A client connecting to the Unix-domain listener. */
+static void
+connect_unix(struct fz *z)
+{
+	struct sockaddr_un sun_;
+	struct conn *c;
+
+	if (z->ul == NULL || (c = conn_new(z, K_CLIENT)) == NULL)
+		return;
+	c->chat = async_chat_new(z->base, -1, &z->h, c);
+	if (c->chat == NULL)
+		fz_fail(z, "async_chat_new(-1) failed");
+	memset(&sun_, 0, sizeof(sun_));
+	sun_.sun_family = AF_UNIX;
+	memcpy(sun_.sun_path, z->path, strlen(z->path) + 1);
+	if (async_chat_connect(c->chat, (struct sockaddr *)&sun_,
+	        sizeof(sun_)) != 0) {
+		c->refused = 1;
+		async_chat_close(c->chat);
+	}
+}
+
+/* The 0.2 ways to listen: flags, host names and ports as strings, Unix
+ * paths; loopback addresses only. */
+static void
+listener_v2(struct fz *z, uint8_t a)
+{
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+	struct async_chat_listener *l = NULL;
+	unsigned flags = (a & 0x40 ? ASYNC_CHAT_LISTEN_REUSEPORT : 0) |
+	    (a & 0x80 ? ASYNC_CHAT_LISTEN_IPV6_ONLY : 0);
+	int dns_error = -1;
+
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	memset(&sin6, 0, sizeof(sin6));
+	sin6.sin6_family = AF_INET6;
+	sin6.sin6_addr = in6addr_loopback;
+	errno = 0;
+	switch (a % 8) {
+	case 0:
+		l = async_chat_listener_new_flags(z->base,
+		    (struct sockaddr *)&sin, sizeof(sin), flags, -1, on_accept,
+		    z);
+		break;
+	case 1:
+		if (z->have_v6)
+			l = async_chat_listener_new_flags(z->base,
+			    (struct sockaddr *)&sin6, sizeof(sin6), flags, 4,
+			    on_accept, z);
+		break;
+	case 2:
+		/* numeric, and a name /etc/hosts answers: no resolver */
+		l = async_chat_listener_new_hostname(z->base,
+		    a & 0x20 ? AF_UNSPEC : AF_INET, "127.0.0.1", "0", flags, -1,
+		    on_accept, z, &dns_error);
+		if (l == NULL)
+			fz_fail(z, "listener_new_hostname 127.0.0.1 failed");
+		break;
+	case 3:
+		l = async_chat_listener_new_hostname(z->base, AF_INET,
+		    "localhost", "0", flags, -1, on_accept, z, &dns_error);
+		break;
+	case 4:
+		if (z->have_v6)
+			l = async_chat_listener_new_hostname(z->base,
+			    a & 0x20 ? AF_UNSPEC : AF_INET6, "::1", "0", flags,
+			    -1, on_accept, z, NULL);
+		break;
+	case 5: {
+		/* refused arguments */
+		static const char *const ports[] = {"", "70000", "80x", "65536"};
+
+		if (async_chat_listener_new_hostname(z->base, AF_INET,
+		        "127.0.0.1", ports[(a >> 3) & 3], 0, -1, on_accept, z,
+		        &dns_error) != NULL ||
+		    errno != EINVAL ||
+		    async_chat_listener_new_hostname(z->base, AF_UNIX,
+		        "127.0.0.1", "0", 0, -1, on_accept, z, NULL) != NULL ||
+		    async_chat_listener_new_hostname(z->base, AF_INET,
+		        "127.0.0.1", "0", 1u << 7, -1, on_accept, z, NULL) !=
+		        NULL ||
+		    async_chat_listener_new_hostname(NULL, AF_INET, "127.0.0.1",
+		        "0", 0, -1, on_accept, z, NULL) != NULL ||
+		    async_chat_listener_new_hostname(z->base, AF_INET,
+		        "127.0.0.1", NULL, 0, -1, on_accept, z, NULL) != NULL ||
+		    async_chat_listener_new_flags(z->base,
+		        (struct sockaddr *)&sin, sizeof(sin), 1u << 9, -1,
+		        on_accept, z) != NULL ||
+		    async_chat_listener_new_unix(z->base, "", 0, -1, on_accept,
+		        z) != NULL ||
+		    async_chat_listener_new_unix(z->base, z->path, 1, -1,
+		        on_accept, z) != NULL ||
+		    async_chat_listener_new_unix(NULL, z->path, 0, -1,
+		        on_accept, z) != NULL ||
+		    async_chat_listener_backing_off(NULL) != -1)
+			fz_fail(z, "a bad listener argument was accepted");
+		{
+			char longp[200];
+
+			memset(longp, 'p', sizeof(longp) - 1);
+			longp[0] = '/';
+			longp[sizeof(longp) - 1] = '\0';
+			errno = 0;
+			if (async_chat_listener_new_unix(z->base, longp, 0, -1,
+			        on_accept, z) != NULL ||
+			    errno != ENAMETOOLONG)
+				fz_fail(z, "a Unix path too long was accepted");
+		}
+		break;
+	}
+	case 6:
+		/* a Unix-domain listener; a stale socket file is replaced */
+		if (z->ul == NULL) {
+			if (a & 0x20) {
+				struct sockaddr_un sun_;
+				int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+				memset(&sun_, 0, sizeof(sun_));
+				sun_.sun_family = AF_UNIX;
+				memcpy(sun_.sun_path, z->path, strlen(z->path) + 1);
+				if (fd >= 0) {
+					unlink(z->path);
+					if (bind(fd, (struct sockaddr *)&sun_,
+					        sizeof(sun_)) != 0) {
+						/* no stale file then */
+					}
+					close(fd);
+				}
+			}
+			z->ul = async_chat_listener_new_unix(
+			    z->base, z->path, 0, -1, on_accept, z);
+			if (z->ul == NULL)
+				fz_fail(z, "listener_new_unix failed");
+			if ((z->flags & F_ERRH) &&
+			    async_chat_listener_set_error_handler(
+			        z->ul, on_accept_error) != 0)
+				fz_fail(z, "set_error_handler failed");
+		} else {
+			/* the path is a listener's: refused */
+			errno = 0;
+			if (async_chat_listener_new_unix(z->base, z->path, 0, -1,
+			        on_accept, z) != NULL ||
+			    errno != EADDRINUSE)
+				fz_fail(z, "a second listener on a Unix path");
+		}
+		connect_unix(z);
+		return;
+	default:
+		if (z->ul != NULL) {
+			async_chat_listener_free(z->ul);
+			z->ul = NULL;
+		}
+		return;
+	}
+	if (l != NULL) {
+		struct sockaddr_storage ss;
+		int len = sizeof(ss);
+
+		if (async_chat_listener_get_address(l, (struct sockaddr *)&ss,
+		        &len) != 0 ||
+		    async_chat_listener_backing_off(l) != 0)
+			fz_fail(z, "a new listener answered wrongly");
+		async_chat_listener_free(l);
+	} else if (a % 8 <= 4 && errno != ENOPROTOOPT && errno != EADDRNOTAVAIL &&
+	           errno != EAFNOSUPPORT && errno != 0) {
+		fprintf(stderr, "listener: %s\n", strerror(errno));
+		fz_fail(z, "a listener on loopback failed");
+	}
 }
 
 /* Bad arguments, and a second listener on a port in use. */
@@ -690,6 +895,27 @@ listener_bad_args(struct fz *z)
 		        on_accept, z) != NULL ||
 		    errno != EADDRINUSE)
 			fz_fail(z, "a listener on a port in use");
+	}
+	{
+		/* new_fd on a datagram socket, and on a stream socket that
+		 * is not listening: EINVAL */
+		int u = socket(AF_INET, SOCK_DGRAM, 0);
+		int t = socket(AF_INET, SOCK_STREAM, 0);
+
+		errno = 0;
+		if (u >= 0 && (async_chat_listener_new_fd(z->base, u, on_accept,
+		                   z) != NULL ||
+		                  errno != EINVAL))
+			fz_fail(z, "listener_new_fd on a datagram socket");
+		errno = 0;
+		if (t >= 0 && (async_chat_listener_new_fd(z->base, t, on_accept,
+		                   z) != NULL ||
+		                  errno != EINVAL))
+			fz_fail(z, "listener_new_fd on a socket not listening");
+		if (u >= 0)
+			close(u);
+		if (t >= 0)
+			close(t);
 	}
 	{
 		/* new_fd on something that is not a socket */
@@ -853,6 +1079,11 @@ emfile_turn(struct fz *z)
 	z->emfile = 0;
 	if (setrlimit(RLIMIT_NOFILE, &saved) != 0)
 		abort();
+	/* the back-off (10 ms after a first error) ends by itself */
+	if (z->flags & F_WAIT) {
+		usleep(12000);
+		event_base_loop(z->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
 }
 
 static void
@@ -913,6 +1144,9 @@ run_op(struct fz *z, uint8_t op)
 	case 9:
 		listener_faults(z, prog_u8(z));
 		break;
+	case 11:
+		listener_v2(z, prog_u8(z));
+		break;
 	case 8: {
 		/* the tape acts on every channel */
 		int k;
@@ -965,6 +1199,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int k, probe;
 
 	memset(&z, 0, sizeof(z));
+	snprintf(z.path, sizeof(z.path), "/tmp/asynchat-fuzz-%ld.sock",
+	    (long)getpid());
 	z.fds_before = count_fds();
 	z.flags = pos < size ? data[pos++] : 0;
 	z.tape_len = pos < size ? data[pos++] : 0;
@@ -1020,6 +1256,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (k = 0; k < 2; k++)
 		if (z.l[k] != NULL)
 			listener_free(&z, k);
+	if (z.ul != NULL)
+		async_chat_listener_free(z.ul); /* removes the path */
+	unlink(z.path);
 	evdns_base_free(z.dns, 1);
 	run_loop(&z, 2);
 	event_base_free(z.base);
