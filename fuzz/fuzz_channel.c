@@ -334,6 +334,7 @@ struct fz {
 	int cut_pending;      /* a discard runs: cut the output at once */
 	int app_call;         /* a cleanup runs inside the program's call */
 	int skipping;         /* a frame is being skipped (SKIP policy) */
+	int skip_blind;       /* frames may be skipped unreported */
 };
 
 static void fz_fail(struct fz *z, const char *what);
@@ -1050,6 +1051,7 @@ set_term(struct fz *z, struct async_chat *chat, const struct fm_term *t,
 	 * see. */
 	z->count_known = t->kind == ASYNC_CHAT_TERM_COUNT &&
 	    where != CTX_COLLECT && !z->no_found && !z->skipping &&
+	    !z->skip_blind &&
 	    (where == CTX_FOUND || at_boundary(z, chat));
 	z->count_set = t->count;
 	z->count_base = z->ngot - frame_start(z);
@@ -1485,12 +1487,15 @@ resume(struct fz *z, struct async_chat *chat)
 	resume_how(z, chat, 0);
 }
 
+static void skip_unseen(struct fz *z);
+
 static void
 set_max_frame(struct fz *z, struct async_chat *chat, uint64_t max)
 {
 	if (async_chat_set_max_frame(chat, max) != 0)
 		fz_fail(z, "set_max_frame failed");
 	z->max_frame = max;
+	skip_unseen(z);
 }
 
 
@@ -1552,6 +1557,19 @@ set_term_length(struct fz *z, struct async_chat *chat,
 	z->count_known = 0;
 }
 
+/* SKIP with no handle_error: frames past the bound are dropped without a
+ * word, so the harness can no longer follow frames or counts. */
+static void
+skip_unseen(struct fz *z)
+{
+	if ((z->flags & F_NO_ERROR) && z->policy == ASYNC_CHAT_FRAME_SKIP &&
+	    z->max_frame != 0) {
+		z->model_ok = 0;
+		z->count_known = 0;
+		z->skip_blind = 1;
+	}
+}
+
 static void
 set_policy(struct fz *z, struct async_chat *chat, uint8_t a)
 {
@@ -1560,6 +1578,7 @@ set_policy(struct fz *z, struct async_chat *chat, uint8_t a)
 	if (LIB(async_chat_set_frame_policy(chat, pol)) != 0)
 		fz_fail(z, "set_frame_policy failed");
 	z->policy = (int)pol;
+	skip_unseen(z);
 	errno = 0;
 	if (async_chat_set_frame_policy(chat, (enum async_chat_frame_policy)3) !=
 	        -1 ||
@@ -1780,7 +1799,16 @@ on_high_water(struct async_chat *chat, int above, void *arg)
 	cb_enter(z, chat, "high water");
 	if (above != 0 && above != 1)
 		fz_fail(z, "high water handler: neither above nor below");
-	tape_action(z, chat, CTX_DRAIN);
+	/* Above runs inside the push that crossed the mark, before the
+	 * harness has recorded that push: what a push or a close here
+	 * does cannot be ordered, so it only stops reading, as a proxy
+	 * would.  Below runs from the loop and may do anything. */
+	if (above) {
+		if (LIB(async_chat_pause_reading(chat)) != 0)
+			fz_fail(z, "pause_reading in the high water handler");
+	} else {
+		tape_action(z, chat, CTX_DRAIN);
+	}
 	cb_leave(z);
 }
 
