@@ -336,7 +336,7 @@ dump(const struct run *r)
 	}
 	dump_bytes("framer cur", r->got + start, r->ngot - start);
 	fprintf(stderr, "consumed %zu, held %zu\n", r->pos,
-	    r->fr->carry_len - r->fr->carry_off);
+	    (size_t)(r->fr->carry_len - r->fr->carry_off));
 }
 
 static void

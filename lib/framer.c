@@ -1131,7 +1131,7 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 		errno = EINVAL;
 		return -1;
 	}
-	*ev = (struct async_chat_framer_event){ASYNC_CHAT_FRAMER_NEED_MORE};
+	*ev = (struct async_chat_framer_event){.kind = ASYNC_CHAT_FRAMER_NEED_MORE};
 	if (fr->have_end && fr->todo == 0 && fr->carry_off == fr->carry_len &&
 	    fr->term_len <= len && fr->scanned == fr->term_len &&
 	    !fr->skipping && fr->kind != ASYNC_CHAT_TERM_LENGTH) {
