@@ -3639,6 +3639,9 @@ g_faults(struct gz *z, uint8_t a)
 		/* the deadline's timer is made on the first timeout only */
 		if (z->g[k] == NULL || z->dying[k])
 			break;
+		for (i = 0; i < G_CHANS; i++)
+			if (z->s[i].mem == k)
+				z->s[i].cwd = 1;
 		rc = async_chat_group_close_when_done(z->g[k], &tv);
 		fi_armed = 0;
 		if (rc == -1 && errno != ENOMEM)
