@@ -23,6 +23,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdint.h>
@@ -838,6 +839,125 @@ listener_v2(struct fz *z, uint8_t a)
 	}
 }
 
+int async_chat__listener_next_backoff_ms(const struct async_chat_listener *l);
+
+/* A socket file at path whose listener has gone. */
+static void
+stale_socket(const char *path)
+{
+	struct sockaddr_un sun_;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	if (fd < 0)
+		return;
+	memset(&sun_, 0, sizeof(sun_));
+	sun_.sun_family = AF_UNIX;
+	snprintf(sun_.sun_path, sizeof(sun_.sun_path), "%s", path);
+	unlink(path);
+	if (bind(fd, (struct sockaddr *)&sun_, sizeof(sun_)) != 0) {
+		/* no stale file then */
+	}
+	close(fd);
+}
+
+/* Set-up failures without a resolver: a service name that does not
+ * exist, a loopback port in use, a Unix path in a directory that does
+ * not exist or naming a plain file, and every socket(2) failing with
+ * EMFILE (RLIMIT_NOFILE at the lowest free descriptor). */
+static void
+listener_edges(struct fz *z)
+{
+	struct sockaddr_in sin;
+	struct sockaddr_storage ss;
+	struct async_chat_listener *l;
+	struct rlimit saved, low;
+	char p[sizeof(((struct sockaddr_un *)0)->sun_path)], port[16];
+	int len = sizeof(ss), dns_error = 0, fd, n;
+
+	errno = 0;
+	if (async_chat_listener_new_hostname(z->base, AF_INET, "127.0.0.1",
+	        "no-such-service-x", 0, -1, on_accept, z, &dns_error) != NULL ||
+	    errno != ENOENT || dns_error == 0)
+		fz_fail(z, "an unknown service name was accepted");
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	l = async_chat_listener_new_flags(z->base, (struct sockaddr *)&sin,
+	    sizeof(sin), 0, -1, on_accept, z);
+	if (l == NULL)
+		fz_fail(z, "a listener on 127.0.0.1 failed");
+	if (async_chat__listener_next_backoff_ms(l) != 10)
+		fz_fail(z, "a new listener's back-off is not 10 ms");
+	if (async_chat_listener_get_address(l, (struct sockaddr *)&ss, &len) !=
+	        0 ||
+	    ss.ss_family != AF_INET)
+		fz_fail(z, "get_address failed");
+	snprintf(port, sizeof(port), "%u",
+	    (unsigned)ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	errno = 0;
+	if (async_chat_listener_new_hostname(z->base, AF_INET, "127.0.0.1",
+	        port, 0, -1, on_accept, z, NULL) != NULL ||
+	    errno != EADDRINUSE)
+		fz_fail(z, "a second listener on a port in use");
+	async_chat_listener_free(l);
+
+	snprintf(p, sizeof(p), "%s.d/s", z->path);
+	errno = 0;
+	if (async_chat_listener_new_unix(z->base, p, 0, -1, on_accept, z) !=
+	        NULL ||
+	    errno != ENOENT)
+		fz_fail(z, "a Unix path in no directory was accepted");
+	snprintf(p, sizeof(p), "%s.f", z->path);
+	fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		close(fd);
+		errno = 0;
+		if (async_chat_listener_new_unix(z->base, p, 0, -1, on_accept,
+		        z) != NULL ||
+		    errno != EADDRINUSE)
+			fz_fail(z, "a Unix path naming a file was taken");
+		unlink(p);
+	}
+
+	/* no descriptor left */
+	snprintf(p, sizeof(p), "%s.s", z->path);
+	stale_socket(p);
+	n = dup(0);
+	if (n < 0 || getrlimit(RLIMIT_NOFILE, &saved) != 0) {
+		if (n >= 0)
+			close(n);
+		unlink(p);
+		return;
+	}
+	close(n);
+	low = saved;
+	low.rlim_cur = (rlim_t)n;
+	if (low.rlim_cur <= saved.rlim_cur &&
+	    setrlimit(RLIMIT_NOFILE, &low) == 0) {
+		struct async_chat_listener *a, *b, *c;
+		int ea, eb, ec;
+
+		errno = 0;
+		a = async_chat_listener_new_flags(z->base,
+		    (struct sockaddr *)&sin, sizeof(sin), 0, -1, on_accept, z);
+		ea = errno;
+		/* whether the stale file is live cannot be told: in use */
+		b = async_chat_listener_new_unix(
+		    z->base, p, 0, -1, on_accept, z);
+		eb = errno;
+		unlink(p);
+		c = async_chat_listener_new_unix(
+		    z->base, p, 0, -1, on_accept, z);
+		ec = errno;
+		if (setrlimit(RLIMIT_NOFILE, &saved) != 0)
+			abort();
+		if (a != NULL || ea != EMFILE || b != NULL ||
+		    eb != EADDRINUSE || c != NULL || ec != EMFILE)
+			fz_fail(z, "a listener made with no descriptor left");
+	}
+	unlink(p);
+}
+
 /* Bad arguments, and a second listener on a port in use. */
 static void
 listener_bad_args(struct fz *z)
@@ -933,7 +1053,7 @@ listener_bad_args(struct fz *z)
 				close(fds[0]);
 			close(fds[1]);
 		}
-	}
+	}	listener_edges(z);
 }
 
 /*
