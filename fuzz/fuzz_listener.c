@@ -11,7 +11,9 @@
  * resumes or frees the listener there, makes accept(2) fail with EMFILE
  * by lowering RLIMIT_NOFILE for one turn of the loop, and makes both
  * ends push, close, half-close, pause and discard.  A tape gives every
- * callback an action.
+ * callback an action.  The bad-argument step also makes set-up fail
+ * without a resolver: an unknown service name, a port in use, Unix paths
+ * in a missing directory or naming a plain file, and no descriptor left.
  *
  * Checked: ASan and LSan, handle_free exactly once per channel, no
  * callback of a channel after its handle_free, handle_connect at most
