@@ -3521,7 +3521,7 @@ START_TEST(test_length_encode)
 	for (a = 0; a < 5; a++)
 	for (off = 0; off < 3; off++)
 	for (p = 0; p < sizeof(payloads) / sizeof(payloads[0]); p++) {
-		__int128 v;
+		uint64_t v, field;
 		int fits;
 
 		memset(&lf, 0, sizeof(lf));
@@ -3530,10 +3530,25 @@ START_TEST(test_length_encode)
 		lf.offset = off;
 		lf.adjust = adjusts[a];
 		lf.strip = 12345; /* ignored */
-		v = (__int128)payloads[p] - adjusts[a];
-		fits = v >= 0 && v <= (__int128)UINT64_MAX &&
-		    (lf.width == 0 || lf.width == 8 ||
-		        v < ((__int128)1 << (8 * lf.width)));
+		/* v = payload - adjust, when that is in 0..UINT64_MAX */
+		if (adjusts[a] >= 0) {
+			fits = payloads[p] >= (uint64_t)adjusts[a];
+			v = payloads[p] - (uint64_t)adjusts[a];
+		} else {
+			uint64_t m = (uint64_t)0 - (uint64_t)adjusts[a];
+
+			fits = payloads[p] <= UINT64_MAX - m;
+			v = payloads[p] + m;
+		}
+		fits = fits && (lf.width == 0 || lf.width == 8 ||
+		                   v < ((uint64_t)1 << (8 * lf.width)));
+		/* and a decoder must be able to count the whole frame */
+		field = lf.width;
+		if (field == 0) /* the varint's length */
+			for (field = 1; field < 10 && (v >> (7 * field)) != 0;
+			     field++)
+				;
+		fits = fits && payloads[p] <= UINT64_MAX - (off + field);
 		errno = 0;
 		h = async_chat_length_field_encode(&lf, payloads[p], out,
 		    sizeof(out));

@@ -129,18 +129,26 @@ push_frame(struct fm_result *r, size_t off, size_t len, int matched,
 
 /*
  * A length-field frame at s[start..len), read the slow way: the header's
- * bytes one by one, the arithmetic in 128 bits.  Returns 1 with the frame's
+ * bytes one by one, every sum checked before it is made.  Returns 1 with the frame's
  * length in *frame when it is whole in the stream, 0 when the stream ends
  * first (*hdr is then 0 if the header is not complete), or -1 when the
  * header is invalid (*hdr: the bytes of it the framer takes).
  */
+/* The bytes stripped from a frame whose header has hdr bytes. */
+static uint64_t
+lf_strip(const struct async_chat_length_field *lf, size_t hdr)
+{
+	return lf->strip == ASYNC_CHAT_STRIP_HEADER ? hdr : lf->strip;
+}
+
 static int
 lf_frame(const struct async_chat_length_field *lf, const unsigned char *s,
-    size_t start, size_t len, size_t *hdr, unsigned __int128 *frame)
+    size_t start, size_t len, size_t *hdr, uint64_t *frame)
 {
 	const size_t have = len - start;
-	unsigned __int128 v = 0, body;
+	uint64_t v = 0, body;
 	size_t i, w;
+	unsigned char b = 0;
 
 	*hdr = 0;
 	if (lf->width != 0) {
@@ -154,12 +162,10 @@ lf_frame(const struct async_chat_length_field *lf, const unsigned char *s,
 		}
 	} else {
 		for (w = 1;; w++) {
-			unsigned char b;
-
 			if (have < lf->offset + w)
 				return 0;
 			b = s[start + lf->offset + w - 1];
-			v += (unsigned __int128)(b & 0x7f) << (7 * (w - 1));
+			v |= (uint64_t)(b & 0x7f) << (7 * (w - 1));
 			if (!(b & 0x80))
 				break;
 			if (w == 10) { /* an eleventh byte would follow */
@@ -167,19 +173,27 @@ lf_frame(const struct async_chat_length_field *lf, const unsigned char *s,
 				return -1;
 			}
 		}
-		if (v > UINT64_MAX) {
+		if (w == 10 && (b & 0x7f) > 1) { /* past 64 bits */
 			*hdr = lf->offset + w;
 			return -1;
 		}
 	}
 	*hdr = lf->offset + w;
-	if (lf->adjust < 0 && v < (unsigned __int128)(-(__int128)lf->adjust))
-		return -1;
-	body = (unsigned __int128)((__int128)v + lf->adjust);
-	if (body > (unsigned __int128)UINT64_MAX - *hdr)
+	if (lf->adjust < 0) {
+		uint64_t m = (uint64_t)0 - (uint64_t)lf->adjust;
+
+		if (v < m)
+			return -1;
+		body = v - m;
+	} else {
+		if (v > UINT64_MAX - (uint64_t)lf->adjust)
+			return -1;
+		body = v + (uint64_t)lf->adjust;
+	}
+	if (body > UINT64_MAX - *hdr)
 		return -1;
 	*frame = body + *hdr;
-	if (lf->strip > *frame)
+	if (lf_strip(lf, *hdr) > *frame)
 		return -1;
 	if (*frame > have)
 		return 0;
@@ -211,7 +225,7 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 
 		switch (term->kind) {
 		case ASYNC_CHAT_TERM_LENGTH: {
-			unsigned __int128 frame;
+			uint64_t frame;
 			size_t hdr;
 			int rc;
 
@@ -224,9 +238,10 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 				out->tail_begin = start;
 				if (hdr != 0)
 					out->tail_off = len - start <
-					        term->lf.strip
+					        lf_strip(&term->lf, hdr)
 					    ? len
-					    : start + (size_t)term->lf.strip;
+					    : start + (size_t)lf_strip(&term->lf,
+					                     hdr);
 				out->tail_len = len - out->tail_off;
 				return 0;
 			}
@@ -258,8 +273,9 @@ fm_run(const struct fm_step *steps, size_t nsteps, const void *stream,
 				i--; /* the loop's i++ brings it back to start */
 				continue;
 			}
-			if (push_frame(out, start + (size_t)term->lf.strip,
-			        (size_t)(frame - term->lf.strip), 0, start,
+			if (push_frame(out,
+			        start + (size_t)lf_strip(&term->lf, hdr),
+			        (size_t)(frame - lf_strip(&term->lf, hdr)), 0, start,
 			        hdr) < 0) {
 				fm_result_free(out);
 				return -1;
