@@ -23,16 +23,6 @@ ASAN_OPTIONS="quarantine_size_mb=4:thread_local_quarantine_size_kb=64${ASAN_OPTI
 export ASAN_OPTIONS
 flood_mb=${CHAT_FLOOD_MB:-30}
 rss_limit_mb=${CHAT_RSS_LIMIT_MB:-16}
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-finish() {
-	echo "$pass passed, $fail failed"
-	[ "$fail" -eq 0 ]
-	exit
-}
-
 . "$srcdir/test/peers.sh"
 need_tools "python3 coreutils" python3 timeout
 [ -r /proc/self/status ] ||

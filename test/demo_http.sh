@@ -17,16 +17,6 @@ server_bin=${HTTP_SERVER:-demo/http_server}
 # RSS bound of the flow-control check would count; keep it small.
 ASAN_OPTIONS="quarantine_size_mb=4:thread_local_quarantine_size_kb=64${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export ASAN_OPTIONS
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-finish() {
-	echo "$pass passed, $fail failed"
-	[ "$fail" -eq 0 ]
-	exit
-}
-
 . "$srcdir/test/peers.sh"
 need_tools "curl python3 diffutils coreutils" curl python3 cmp timeout
 if command -v wrk >/dev/null 2>&1; then

@@ -12,27 +12,10 @@
 set -u
 srcdir=${srcdir:-$(dirname "$0")/..}
 client=./demo/resp_client
-passed=0
-failed=0
-
-ok() {
-	passed=$((passed + 1))
-	echo "ok   $*"
-}
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL $*"
-}
-finish() {
-	echo "$passed passed, $failed failed"
-	[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
-	exit $?
-}
-
 . "$srcdir/test/peers.sh"
 need_tools "redis-server python3 coreutils" redis-server redis-cli python3 \
 	timeout
-[ -x "$client" ] || { fail "$client is not built"; finish; }
+[ -x "$client" ] || { bad "$client is not built"; finish; }
 
 run="timeout 300"
 if [ -n "${DEMO_VALGRIND:-}" ]; then
@@ -76,7 +59,7 @@ for _ in 1 2 3 4 5; do
 done
 if [ -z "$redis" ]; then
 	tail -n 5 "$tmp/redis.log"
-	fail "redis-server starts and answers PING"
+	bad "redis-server starts and answers PING"
 	finish
 fi
 ok "redis-server $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') on 127.0.0.1:$port"
@@ -85,12 +68,12 @@ ok "redis-server $(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/') on 127
 $run "$client" -p "$port" --selftest >"$tmp/self.out" 2>&1
 status=$?
 cat "$tmp/self.out"
-passed=$((passed + $(grep -c '^ok ' "$tmp/self.out")))
-failed=$((failed + $(grep -c '^FAIL ' "$tmp/self.out")))
+pass=$((pass + $(grep -c '^ok ' "$tmp/self.out")))
+fail=$((fail + $(grep -c '^FAIL ' "$tmp/self.out")))
 if [ "$status" -eq 0 ] && tail -n 1 "$tmp/self.out" | grep -q '^[1-9][0-9]* passed, 0 failed$'; then
 	ok "resp_client --selftest exits 0"
 else
-	fail "resp_client --selftest exits 0 (status $status)"
+	bad "resp_client --selftest exits 0 (status $status)"
 fi
 
 # expect NAME STATUS WANT_OUTPUT command...: runs the client and compares
@@ -104,7 +87,7 @@ expect() {
 	if [ "$status" -eq "$want_status" ] && cmp -s "$tmp/got" "$tmp/want"; then
 		ok "$name"
 	else
-		fail "$name (status $status, want $want_status)"
+		bad "$name (status $status, want $want_status)"
 		cat "$tmp/got" "$tmp/err"
 	fi
 }

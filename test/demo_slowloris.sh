@@ -21,16 +21,6 @@ head_deadline=2
 body_deadline=3
 idle_timeout=3
 write_timeout=3
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); echo "ok - $1"; }
-bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
-finish() {
-	echo "$pass passed, $fail failed"
-	[ "$fail" -eq 0 ]
-	exit
-}
-
 . "$srcdir/test/peers.sh"
 need_tools "python3 coreutils" python3 timeout
 [ -r /proc/self/status ] ||

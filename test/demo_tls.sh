@@ -12,29 +12,12 @@
 set -u
 srcdir=${srcdir:-$(dirname "$0")/..}
 server=./demo/tls_echo
-passed=0
-failed=0
-
-ok() {
-	passed=$((passed + 1))
-	echo "ok   $*"
-}
-fail() {
-	failed=$((failed + 1))
-	echo "FAIL $*"
-}
-finish() {
-	echo "$passed passed, $failed failed"
-	[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
-	exit $?
-}
-
 . "$srcdir/test/peers.sh"
 # make check says whether configure found libevent_openssl.
 [ "${ASYNCHAT_HAVE_TLS:-yes}" = no ] &&
 	skip_test "$server is not built: configure was given --without-tls or found no libevent_openssl (Debian: apt-get install libssl-dev libevent-dev; --with-tls makes it required)"
 need_tools "openssl python3 coreutils" openssl python3 timeout
-[ -x "$server" ] || { fail "$server is not built"; finish; }
+[ -x "$server" ] || { bad "$server is not built"; finish; }
 
 tmp=$(mktemp -d) || exit 1
 pid=
@@ -53,7 +36,7 @@ if timeout 30 openssl req -x509 -newkey ec \
 	ok "self-signed certificate made"
 else
 	cat "$tmp/req.log"
-	fail "self-signed certificate made"
+	bad "self-signed certificate made"
 	finish
 fi
 
@@ -74,7 +57,7 @@ for _ in $(seq 100); do
 done
 if [ -z "$port" ]; then
 	cat "$tmp/out" "$tmp/err"
-	fail "tls_echo prints its port"
+	bad "tls_echo prints its port"
 	finish
 fi
 ok "tls_echo listening on 127.0.0.1:$port"
@@ -84,9 +67,9 @@ timeout 120 python3 "$srcdir/test/demo_tls.py" "$port" "$tmp/cert.pem" \
     >"$tmp/py.out" 2>&1
 status=$?
 cat "$tmp/py.out"
-passed=$((passed + $(grep -c '^ok ' "$tmp/py.out")))
-failed=$((failed + $(grep -c '^FAIL ' "$tmp/py.out")))
-[ "$status" -eq 0 ] || fail "demo_tls.py exits 0 (status $status)"
+pass=$((pass + $(grep -c '^ok ' "$tmp/py.out")))
+fail=$((fail + $(grep -c '^FAIL ' "$tmp/py.out")))
+[ "$status" -eq 0 ] || bad "demo_tls.py exits 0 (status $status)"
 
 # openssl s_client: it verifies the certificate, sends its input, and
 # exits when the server closes the connection after "quit".
@@ -101,7 +84,7 @@ if [ "$status" -eq 0 ] && cmp -s "$tmp/got" "$tmp/want"; then
 else
 	od -c "$tmp/got" | head -5
 	cat "$tmp/s_client.err"
-	fail "openssl s_client: lines echoed byte for byte (status $status)"
+	bad "openssl s_client: lines echoed byte for byte (status $status)"
 fi
 
 # SIGTERM: a clean shutdown, exit status 0.
@@ -122,6 +105,6 @@ if [ "$status" = 0 ] && grep -q '^shut down$' "$tmp/out"; then
 else
 	[ -z "$status" ] && kill -KILL "$pid_was" 2>/dev/null
 	cat "$tmp/out" "$tmp/err"
-	fail "SIGTERM: tls_echo shuts down and exits 0 (status ${status:-none})"
+	bad "SIGTERM: tls_echo shuts down and exits 0 (status ${status:-none})"
 fi
 finish

@@ -6,6 +6,19 @@
 # in the environment (CI sets it) the same reason ends the script with
 # exit status 1, a failure: nothing may be skipped there.
 
+# The scripts' own counts: ok and bad record a check, finish prints the
+# closing "N passed, N failed" line and passes only if some check ran and
+# none failed.
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok - $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL - $1"; }
+finish() {
+	echo "$pass passed, $fail failed"
+	[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
+	exit
+}
+
 # Strict unless ASYNCHAT_STRICT_TESTS is unset, empty or 0.
 peers_strict() {
 	[ -n "${ASYNCHAT_STRICT_TESTS:-}" ] && [ "$ASYNCHAT_STRICT_TESTS" != 0 ]
