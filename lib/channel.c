@@ -904,13 +904,14 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 		}
 		chat->discarded = 0;
 		do {
-			size_t flen;
+			size_t lead, flen;
 
 			if (pos < len &&
 			    async_chat__framer_fast(&chat->fr, base + pos,
-				len - pos, &flen)) {
+				len - pos, &lead, &flen)) {
 				/* A whole frame in the extent: its bytes and
 				 * its end, without the general loop. */
+				pos += lead;
 				ev.data = base + pos;
 				ev.len = flen;
 				ev.held = 0;

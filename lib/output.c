@@ -286,14 +286,15 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		return -1;
 	}
 	if (spec == NULL) {
+		/* The channel's own spec, checked when it was set. */
 		if (chat->fr.kind != ASYNC_CHAT_TERM_LENGTH) {
 			errno = EINVAL;
 			return -1;
 		}
 		spec = &chat->fr.lf->spec;
-	}
-	if (async_chat__length_field_check(spec) < 0)
+	} else if (async_chat__length_field_check(spec) < 0) {
 		return -1;
+	}
 	if (len > (size_t)EV_SSIZE_MAX - spec->offset - 10) {
 		errno = EMSGSIZE;
 		return -1;
@@ -303,7 +304,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		errno = ENOMEM;
 		return -1;
 	}
-	n = async_chat_length_field_encode(spec, len, hdr, spec->offset + 10);
+	n = async_chat__length_field_encode(spec, len, hdr, spec->offset + 10);
 	if (n >= 0 && chat->head == NULL &&
 	    len + (size_t)n <= STAGE_PUSH_MAX &&
 	    (p = stage_room(chat, len + (size_t)n)) != NULL) {
