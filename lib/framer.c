@@ -913,6 +913,9 @@ header_decode(const struct async_chat_length_field *s,
 	} else if (s->little_endian) {
 		for (i = s->width; i > 0; i--)
 			v = v << 8 | f[i - 1];
+	} else if (s->width == 4) {
+		v = (uint64_t)f[0] << 24 | (uint64_t)f[1] << 16 |
+		    (uint64_t)f[2] << 8 | f[3];
 	} else {
 		for (i = 0; i < s->width; i++)
 			v = v << 8 | f[i];
@@ -1289,7 +1292,30 @@ async_chat__length_field_encode(const struct async_chat_length_field *spec,
 		}
 		v = payload_len + a;
 	}
-	if (spec->width == 0) {
+	if (spec->width != 0) {
+		/* Straight into out. */
+		w = spec->width;
+		if ((w < 8 && (v >> (8 * w)) != 0) ||
+		    payload_len > UINT64_MAX - (spec->offset + w)) {
+			errno = ERANGE;
+			return -1;
+		}
+		if (size < spec->offset + w) {
+			errno = ENOBUFS;
+			return -1;
+		}
+		if (spec->offset > 0)
+			memset(o, 0, spec->offset);
+		o += spec->offset;
+		if (spec->little_endian)
+			for (i = 0; i < w; i++)
+				o[i] = (unsigned char)(v >> (8 * i));
+		else
+			for (i = 0; i < w; i++)
+				o[w - 1 - i] = (unsigned char)(v >> (8 * i));
+		return (ev_ssize_t)(spec->offset + w);
+	}
+	{
 		do {
 			field[w] = (unsigned char)(v & 0x7f);
 			v >>= 7;
@@ -1297,17 +1323,6 @@ async_chat__length_field_encode(const struct async_chat_length_field *spec,
 				field[w] |= 0x80;
 			w++;
 		} while (v != 0);
-	} else {
-		w = spec->width;
-		if (w < 8 && (v >> (8 * w)) != 0) {
-			errno = ERANGE;
-			return -1;
-		}
-		for (i = 0; i < w; i++) {
-			unsigned char b = (unsigned char)(v >> (8 * i));
-
-			field[spec->little_endian ? i : w - 1 - i] = b;
-		}
 	}
 	if (payload_len > UINT64_MAX - (spec->offset + w)) {
 		errno = ERANGE; /* the decoder could not count the frame */

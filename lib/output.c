@@ -299,25 +299,26 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		errno = EMSGSIZE;
 		return -1;
 	}
+	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
+	    spec->offset <= STAGE_PUSH_MAX &&
+	    (p = stage_room(chat, spec->offset + 10 + len)) != NULL) {
+		/* The header is encoded in place, the payload after it. */
+		if ((n = async_chat__length_field_encode(spec, len, p,
+			 spec->offset + 10)) < 0)
+			return -1;
+		if (len > 0)
+			memcpy(p + n, data, len);
+		chat->output_busy = 1;
+		chat->ext->stage_len += (size_t)n + len;
+		async_chat__enter(chat);
+		return push_done(chat, 0);
+	}
 	if (spec->offset + 10 > sizeof(small) &&
 	    (hdr = malloc(spec->offset + 10)) == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
 	n = async_chat__length_field_encode(spec, len, hdr, spec->offset + 10);
-	if (n >= 0 && chat->head == NULL &&
-	    len + (size_t)n <= STAGE_PUSH_MAX &&
-	    (p = stage_room(chat, len + (size_t)n)) != NULL) {
-		chat->output_busy = 1;
-		memcpy(p, hdr, (size_t)n);
-		if (len > 0)
-			memcpy(p + n, data, len);
-		chat->ext->stage_len += len + (size_t)n;
-		if (hdr != small)
-			free(hdr);
-		async_chat__enter(chat);
-		return push_done(chat, 0);
-	}
 	if (n < 0 || (target = push_target(chat)) == NULL) {
 		int saved = n < 0 ? errno : ENOMEM;
 
@@ -375,12 +376,15 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
 	    (p = stage_room(chat, len)) != NULL) {
 		/* A small buffer is copied: its chains are freed now. */
+		const unsigned char *d;
+
 		chat->output_busy = 1;
 		async_chat__enter(chat);
-		if (evbuffer_remove(buf, p, len) != (int)len)
+		if ((d = evbuffer_pullup(buf, (ev_ssize_t)len)) == NULL)
 			return push_done(chat, -1);
+		memcpy(p, d, len);
 		chat->ext->stage_len += len;
-		return push_done(chat, 0);
+		return push_done(chat, evbuffer_drain(buf, len));
 	}
 	target = push_target(chat);
 	if (target == NULL) {
