@@ -198,7 +198,7 @@ push_target(struct async_chat *chat)
 static int
 push_done(struct async_chat *chat, int rc)
 {
-	if (rc == 0 && chat->ext != NULL)
+	if (rc == 0 && chat->ext != NULL && chat->ext->high != 0)
 		async_chat__check_high(chat);
 	if (async_chat__leave(chat) == 0 && rc < 0) {
 		errno = ENOMEM;
@@ -358,10 +358,28 @@ add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
 int
 async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 {
+	struct async_chat__ext *ext;
 	struct evbuffer *target;
 	size_t len;
 	char *p;
 
+	/* Inside a callback, a small buffer with room for it in the stage:
+	 * a copy and a drain. */
+	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
+	    chat->head == NULL && buf != NULL && !chat->closed &&
+	    !chat->close_queued && !chat->shut_queued &&
+	    (len = evbuffer_get_length(buf)) > 0 && len <= STAGE_PUSH_MAX &&
+	    len <= ext->stage_cap - ext->stage_len) {
+		const unsigned char *d = evbuffer_pullup(buf, (ev_ssize_t)len);
+
+		if (d != NULL) {
+			memcpy(ext->stage + ext->stage_len, d, len);
+			ext->stage_len += len;
+			chat->output_busy = 1;
+			async_chat__enter(chat);
+			return push_done(chat, evbuffer_drain(buf, len));
+		}
+	}
 	if (push_check(chat) < 0)
 		return -1;
 	if (buf == NULL) {
