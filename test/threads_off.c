@@ -14,7 +14,7 @@
 
 #include "asynchat.h"
 
-static const struct async_chat_handlers handlers = { NULL };
+static const struct async_chat_handlers handlers;
 
 static int passes, failures;
 
