@@ -50,6 +50,7 @@ struct pool_thread {
 	pthread_cond_t cv;
 	struct job *head, *tail;
 	int stop;
+	volatile unsigned sink; /* the work's result, kept */
 };
 
 struct worker {
@@ -69,10 +70,8 @@ static int direct;
 
 /* The work: cost rounds of FNV-1a over the line, kept so the compiler
  * cannot drop it. */
-static volatile unsigned work_sink;
-
 static void
-do_work(const char *p, size_t len)
+do_work(struct pool_thread *t, const char *p, size_t len)
 {
 	unsigned hsh = 2166136261u;
 	long r;
@@ -81,7 +80,7 @@ do_work(const char *p, size_t len)
 	for (r = 0; r < cost; r++)
 		for (i = 0; i < len; i++)
 			hsh = (hsh ^ (unsigned char)p[i]) * 16777619u;
-	work_sink = hsh;
+	t->sink = hsh;
 }
 
 static void
@@ -110,7 +109,7 @@ pool_run(void *arg)
 		pthread_mutex_unlock(&t->mu);
 		if (j == NULL)
 			return NULL; /* stopped and drained */
-		do_work(j->bytes, j->len);
+		do_work(t, j->bytes, j->len);
 		/* The bytes move to the channel; free_job runs on its loop
 		 * thread once they are sent.  A client that has gone gives
 		 * EPIPE, and the job is ours to free. */
