@@ -1122,14 +1122,18 @@ void async_chat_listener_free(struct async_chat_listener *listener);
  *
  *   - Every function of this header is called on the loop thread of the
  *     objects it is given (a channel, a group, a listener; a framer on
- *     whichever thread owns it), except the handle calls below.
+ *     whichever thread owns it, one thread at a time), except the handle
+ *     calls below and async_chat_version(), async_chat_version_number()
+ *     and async_chat_length_field_encode(), which touch no shared state.
  *   - async_chat_handle_new() is called on the channel's loop thread.
  *   - async_chat_post(), async_chat_post_reference(),
  *     async_chat_post_call(), async_chat_post_close_when_done(),
  *     async_chat_handle_closed() and async_chat_handle_free() may be
  *     called from any thread, at any time, concurrently, including from
  *     the loop thread and from inside callbacks.  They never call user
- *     code and never wait for the loop.
+ *     code and never wait for the loop to run: a post takes the handle's
+ *     mutex and, for the first post of a batch, libevent's base lock
+ *     for event_active().
  *   - Everything a post asks for runs later on the loop thread, in post
  *     order per handle: bytes are pushed as async_chat_push() would,
  *     functions are called, cleanups run.  Posts that are queued when the
