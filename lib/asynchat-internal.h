@@ -66,6 +66,7 @@ enum {
 struct async_chat__ref;
 struct async_chat__gnode;
 struct async_chat__ref_owner;
+struct async_chat_handle;
 
 /* What only some channels use, made on first use, so that an idle
  * channel stays small. */
@@ -105,6 +106,9 @@ struct async_chat__ext {
 	uint8_t shut_pending;      /* the shutdown happened; not told yet */
 	int shut_err;
 	void (*shut_fn)(struct async_chat *chat, int err, void *arg);
+
+	/* The cross-thread handle (thread.c), made on first use. */
+	struct async_chat_handle *handle;
 };
 
 struct async_chat {
@@ -192,6 +196,11 @@ void async_chat__group_leave(struct async_chat *chat);
  * call an error report (ENOMEM) may close the channel and release it:
  * callers touch it no more afterwards. */
 void async_chat__refill(struct async_chat *chat, int from_loop);
+
+/* thread.c: the channel is closing; its handle, if any, lets go of it
+ * (posts fail with EPIPE from now on) and what was still posted is
+ * dropped: cleanups run, posted functions are told. */
+void async_chat__handle_detach(struct async_chat *chat);
 
 /* output.c */
 /* Append the flat stage's bytes to buf (wbuf or the output); -1 (with

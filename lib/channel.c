@@ -313,6 +313,7 @@ async_chat_close(struct async_chat *chat)
 	async_chat__tell_partner_eof(chat);
 	async_chat__output_clear(chat, 0);
 	async_chat__run_cleanups(chat);
+	async_chat__handle_detach(chat);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
 	async_chat__leave(chat);
