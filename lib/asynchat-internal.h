@@ -173,6 +173,7 @@ async_chat__staged(const struct async_chat *chat)
 	    evbuffer_get_length(chat->ext->wbuf) : 0);
 }
 void async_chat__enter(struct async_chat *chat);
+void async_chat__enter_loop(struct async_chat *chat);
 int async_chat__leave(struct async_chat *chat);
 void async_chat__fail(struct async_chat *chat, int err);
 int async_chat__tell_partner_eof(struct async_chat *chat);

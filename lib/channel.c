@@ -266,9 +266,10 @@ async_chat__leave(struct async_chat *chat)
 	return 0;
 }
 
-/* Entering a callback from the loop. */
-static void
-enter_loop(struct async_chat *chat)
+/* Entering a callback from the loop: the outermost one may write the
+ * staged bytes straight to the socket when it returns. */
+void
+async_chat__enter_loop(struct async_chat *chat)
 {
 	async_chat__enter(chat);
 	if (chat->depth == 1)
@@ -412,7 +413,7 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 	(void)fd;
 	(void)what;
 	chat->pending = 0;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (bits & DEFER_ERROR) {
 		int err = chat->pending_error;
 
@@ -590,7 +591,7 @@ timer_cb(evutil_socket_t fd, short what, void *ctx)
 
 	(void)fd;
 	(void)what;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	clock_now(chat, &t);
 	if (tv_on(&ext->frame) && ext->frame_open && chat->suspend == 0) {
 		evutil_timeradd(&ext->frame_start, &ext->frame, &due);
@@ -1074,7 +1075,7 @@ own_readcb(evutil_socket_t fd, short what, void *ctx)
 	int nv, i;
 
 	(void)what;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (!own_read_fits(chat)) {
 		own_read_stop(chat);
 		goto out;
@@ -1136,7 +1137,7 @@ readcb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	input_arrived(chat);
 	own_read_start(chat);
 	async_chat__leave(chat);
@@ -1148,7 +1149,7 @@ writecb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	async_chat__refill(chat, 1);
 	async_chat__leave(chat);
 }
@@ -1174,7 +1175,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (what & BEV_EVENT_CONNECTED) {
 		chat->conn = CONN_UP;
 		if (chat->h->handle_connect != NULL)

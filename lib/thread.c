@@ -138,7 +138,7 @@ wake_cb(evutil_socket_t fd, short what, void *ctx)
 	h->scheduled = 0;
 	h->refs++; /* the channel may close and the users let go meanwhile */
 	pthread_mutex_unlock(&h->mu);
-	async_chat__enter(chat);
+	async_chat__enter_loop(chat);
 	while (p != NULL && !chat->closed) {
 		struct post *next = p->next;
 
