@@ -61,6 +61,30 @@
  * out_buffer_size bytes, so a producer over a huge source never sits in
  * memory whole.
  *
+ * I/O ON THE CHANNEL'S OWN SOCKETS
+ *
+ * Pushed bytes wait in the channel until its outermost call or callback
+ * returns, and then move on in one piece: so many pushes inside one
+ * callback cost one write, and no push makes libevent run a callback.
+ * From a loop callback (a read, a write, a timer, a post), on a socket
+ * given to (or made by) async_chat_new(), they are written to
+ * the socket at once with one system call when the bufferevent's output
+ * holds nothing older; what the socket does not take goes to the output,
+ * where libevent writes it.  Elsewhere (a pair, TLS, a filter, a call
+ * made outside the channel's callbacks) they are added to the output.
+ * Bytes pushed inside a callback are therefore not yet in the
+ * bufferevent's output buffer while the callback runs;
+ * async_chat_output_pending() counts them.
+ *
+ * After libevent's first read from such a socket, the channel reads it
+ * itself: one read call takes up to in_buffer_size bytes (libevent 2.1
+ * reads at most 4,096 a call, after asking the kernel how many wait).  A
+ * read timeout or a rate limit set on the bufferevent hands reading back
+ * to libevent, which honours them: set before the first bytes arrive,
+ * libevent keeps reading; set later, from the channel's next read on.
+ * Pause and resume reading with async_chat_pause_reading(), not with
+ * bufferevent_enable() or bufferevent_disable() on EV_READ.
+ *
  * ERRORS
  *
  * Functions that can fail return 0 (or a pointer) on success and -1 (or
@@ -645,7 +669,7 @@ int async_chat_push(struct async_chat *chat, const void *data, size_t len);
 
 /**
  * Queue the whole content of buf, moving libevent's chains (no copy; a
- * content of at most 1 KiB is copied instead, so that small replies leave
+ * content of at most 4 KiB is copied instead, so that small replies leave
  * in one write rather than one chain each); buf is left empty and stays
  * the caller's.
  * @return 0, or -1 with errno as async_chat_push(); on failure buf keeps
@@ -882,8 +906,11 @@ int async_chat_skip_frame(struct async_chat *chat);
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).
- * libevent applies it to socket bufferevents; a bufferevent pair hands
- * over whatever its partner wrote.
+ * On a socket of the channel's own (given to async_chat_new()), one
+ * read call takes up to this many bytes (see "I/O on the channel's own
+ * sockets"); on another socket bufferevent libevent applies it, reading
+ * at most 4,096 bytes a call; a bufferevent pair hands over whatever its
+ * partner wrote.
  * @return 0, or -1 with errno EINVAL (0 or above ASYNC_CHAT_BUFFER_SIZE_MAX)
  *   or ENOTCONN. */
 int async_chat_set_in_buffer_size(struct async_chat *chat, size_t size);
@@ -903,7 +930,9 @@ size_t async_chat_get_out_buffer_size(const struct async_chat *chat);
  */
 
 /** The channel's bufferevent (owned by the channel), or NULL for NULL or a
- * closed channel. */
+ * closed channel.  On a socket of the channel's own the channel does its
+ * own reads and most writes (see I/O ON THE CHANNEL'S OWN SOCKETS):
+ * leave EV_READ and the output buffer to it. */
 struct bufferevent *async_chat_get_bufferevent(struct async_chat *chat);
 /** The channel's socket, or -1 (none, NULL or closed). */
 evutil_socket_t async_chat_get_fd(const struct async_chat *chat);
