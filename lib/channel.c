@@ -6,9 +6,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sys/types.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <event2/bufferevent.h>
@@ -155,11 +155,9 @@ write_stage(struct async_chat *chat)
 
 	if (len > chat->out_buffer_size)
 		len = chat->out_buffer_size;
-#ifdef MSG_NOSIGNAL
-	n = send(bufferevent_getfd(chat->bev), ext->stage, len, MSG_NOSIGNAL);
-#else
-	n = send(bufferevent_getfd(chat->bev), ext->stage, len, 0);
-#endif
+	/* write(), as libevent writes: any descriptor a socket bufferevent
+	 * takes, and SIGPIPE as in any libevent program. */
+	n = write(bufferevent_getfd(chat->bev), ext->stage, len);
 	if (n <= 0)
 		n = 0;
 	else if (ext->write_watch != NULL)
