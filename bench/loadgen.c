@@ -4,22 +4,26 @@
  * on each connection, keeps a bounded number of messages in flight, and
  * checks every byte that the echo server sends back.
  *
- *   usage: loadgen -p port [-m lines|counted|bulk|idle] [-c conns]
+ *   usage: loadgen -p port [-m lines|length|bulk|idle] [-c conns]
  *                  [-n messages] [-b bytes] [-s size] [-d depth] [-T secs]
  *
  *   lines    64-byte lines (62 printable bytes and "\r\n"), echoed;
- *   counted  "<size>\r\n" and a size-byte binary payload (default 16384);
+ *   length   length-field frames: a 4-byte big-endian body length, then a
+ *            size-byte binary body (default 64; the benchmark uses 64 and
+ *            16384), echoed frame for frame, header included;
  *   bulk     an unframed binary stream written in size-byte pieces
  *            (default 65536); -b gives the total bytes;
  *   idle     open -c connections, say so, and hold them until the server
  *            closes them (the memory measurement).
  *
  * -n is the total number of messages over all connections (-b for bulk),
- * -d the messages in flight per connection.  The clock starts when every
+ * -d the messages in flight per connection (at most depth messages are
+ * sent and not yet echoed in full at any time).  Every echoed byte, headers
+ * and terminators included, is compared with the stream sent.  The clock starts when every
  * connection is up and stops when the last echoed byte has been checked.
  * The result is one line of key=value pairs:
  *
- *   mode=lines conns=1 msgs=1000000 bytes=64000000 secs=0.52 \
+ *   mode=lines size=62 conns=1 msgs=1000000 bytes=64000000 secs=0.52 \
  *       msgs_per_s=1923076 MB_per_s=123.1 cpu=97% verified=ok
  *
  * where bytes and MB/s count the echoed bytes in one direction (1 MB =
@@ -54,7 +58,7 @@
 #define LINE_LEN 64u
 #define CONNECT_BATCH 256
 
-enum mode { M_LINES, M_COUNTED, M_BULK, M_IDLE };
+enum mode { M_LINES, M_LENGTH, M_BULK, M_IDLE };
 
 static unsigned char text_table[TABLE_LEN + PIECE_MAX];
 static unsigned char bin_table[TABLE_LEN + PIECE_MAX];
@@ -369,7 +373,7 @@ static void
 usage(const char *argv0)
 {
 	fprintf(stderr,
-	    "usage: %s -p port [-m lines|counted|bulk|idle] [-c conns] "
+	    "usage: %s -p port [-m lines|length|bulk|idle] [-c conns] "
 	    "[-n messages] [-b bytes] [-s size] [-d depth] [-T secs]\n",
 	    argv0);
 	exit(2);
@@ -399,8 +403,8 @@ main(int argc, char **argv)
 		case 'm':
 			if (strcmp(optarg, "lines") == 0)
 				lg.mode = M_LINES;
-			else if (strcmp(optarg, "counted") == 0)
-				lg.mode = M_COUNTED;
+			else if (strcmp(optarg, "length") == 0)
+				lg.mode = M_LENGTH;
 			else if (strcmp(optarg, "bulk") == 0)
 				lg.mode = M_BULK;
 			else if (strcmp(optarg, "idle") == 0)
@@ -444,15 +448,18 @@ main(int argc, char **argv)
 		if (total == 0)
 			total = 1000000;
 		break;
-	case M_COUNTED:
+	case M_LENGTH:
 		lg.table = bin_table;
-		lg.plen = size != 0 ? size : 16384;
-		lg.hlen = (size_t)snprintf(lg.header, sizeof(lg.header),
-		    "%zu\r\n", lg.plen);
+		lg.plen = size != 0 ? size : 64;
+		lg.hlen = 4;
+		lg.header[0] = (char)(lg.plen >> 24 & 0xff);
+		lg.header[1] = (char)(lg.plen >> 16 & 0xff);
+		lg.header[2] = (char)(lg.plen >> 8 & 0xff);
+		lg.header[3] = (char)(lg.plen & 0xff);
 		if (lg.depth == 0)
-			lg.depth = 4;
+			lg.depth = lg.plen >= 4096 ? 4 : 128;
 		if (total == 0)
-			total = 50000;
+			total = lg.plen >= 4096 ? 50000 : 1000000;
 		break;
 	case M_BULK:
 		lg.table = bin_table;
@@ -519,12 +526,12 @@ main(int argc, char **argv)
 	secs = now_diff(&lg.t0, &lg.t1);
 	if (secs <= 0)
 		secs = 1e-9;
-	printf("mode=%s conns=%d msgs=%" PRIu64 " bytes=%" PRIu64
+	printf("mode=%s size=%zu conns=%d msgs=%" PRIu64 " bytes=%" PRIu64
 	       " secs=%.4f msgs_per_s=%.0f MB_per_s=%.1f cpu=%.0f%%"
 	       " verified=ok\n",
 	    lg.mode == M_LINES ? "lines" :
-	    lg.mode == M_COUNTED ? "counted" : "bulk",
-	    lg.nconns, lg.msgs, lg.bytes, secs, (double)lg.msgs / secs,
+	    lg.mode == M_LENGTH ? "length" : "bulk",
+	    lg.plen, lg.nconns, lg.msgs, lg.bytes, secs, (double)lg.msgs / secs,
 	    (double)lg.bytes / secs / 1e6, (lg.cpu1 - lg.cpu0) / secs * 100);
 	return 0;
 }
