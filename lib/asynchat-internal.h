@@ -73,6 +73,17 @@ struct async_chat__ext {
 	struct event *deferred;    /* the deferred callback's event */
 	struct async_chat__ref_owner *ref_owner; /* made on first reference */
 
+	/* Pushed bytes wait here until the outermost call or callback of
+	 * the channel returns; then they move to the bufferevent's output,
+	 * or from the loop on a socket of the channel's own straight to the
+	 * socket.  Made by the first push. */
+	struct evbuffer *wbuf;
+	/* A socket of the channel's own is read by the channel itself, up
+	 * to in_buffer_size bytes a call, once libevent's first read shows
+	 * nothing on the bufferevent that needs libevent's reading. */
+	struct event *rd;
+	uint8_t own_read;          /* rd reads; the bufferevent's read is off */
+
 	/* Timeouts: one timer for all three; 0 turns one off. */
 	struct event *timer;
 	struct evbuffer_cb_entry *write_watch; /* sees bytes leave */
@@ -130,9 +141,27 @@ struct async_chat {
 	unsigned in_connect : 1;   /* inside async_chat_connect*() */
 	unsigned own_socket : 1;   /* made by async_chat_new(): a socket */
 	unsigned skip_found : 1;   /* the frame skipped still gets found */
+	unsigned loop_cb : 1;      /* the outermost frame is a loop callback */
 };
 
 /* channel.c */
+/* Where a push with nothing queued puts its bytes (ext->wbuf, made on
+ * first use); NULL with ENOMEM. */
+struct evbuffer *async_chat__staging_slow(struct async_chat *chat);
+static inline struct evbuffer *
+async_chat__staging(struct async_chat *chat)
+{
+	if (chat->ext != NULL && chat->ext->wbuf != NULL)
+		return chat->ext->wbuf;
+	return async_chat__staging_slow(chat);
+}
+/* Bytes pushed and not yet moved to the bufferevent's output. */
+static inline size_t
+async_chat__staged(const struct async_chat *chat)
+{
+	return chat->ext != NULL && chat->ext->wbuf != NULL ?
+	    evbuffer_get_length(chat->ext->wbuf) : 0;
+}
 void async_chat__enter(struct async_chat *chat);
 int async_chat__leave(struct async_chat *chat);
 void async_chat__fail(struct async_chat *chat, int err);

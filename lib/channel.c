@@ -82,6 +82,10 @@ destroy(struct async_chat *chat)
 		event_free(ext->deferred);
 	if (ext != NULL && ext->timer != NULL)
 		event_free(ext->timer);
+	if (ext != NULL && ext->rd != NULL)
+		event_free(ext->rd);
+	if (ext != NULL && ext->wbuf != NULL)
+		evbuffer_free(ext->wbuf);
 	/* What is pending runs now; chains freed from here on run their
 	 * cleanups at once. */
 	async_chat__run_cleanups(chat);
@@ -101,14 +105,94 @@ async_chat__enter(struct async_chat *chat)
 	chat->depth++;
 }
 
+struct evbuffer *
+async_chat__staging_slow(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = async_chat__get_ext(chat);
+
+	if (ext == NULL)
+		return NULL;
+	if (ext->wbuf == NULL && (ext->wbuf = evbuffer_new()) == NULL)
+		errno = ENOMEM;
+	return ext->wbuf;
+}
+
+static void clock_now(struct async_chat *chat, struct timeval *tv);
+
+/* Write staged bytes straight to the channel's own socket, when nothing
+ * libevent holds is older and nothing of libevent's needs to see them
+ * (rate limits).  Returns 1 when all went, 0 otherwise (what is left
+ * goes to the output, and libevent reports a socket error). */
+static int
+write_direct(struct async_chat *chat, struct evbuffer *w)
+{
+	struct bufferevent *bev = chat->bev;
+	evutil_socket_t fd;
+	int n;
+
+	if (!chat->loop_cb || !chat->own_socket || chat->conn != CONN_UP ||
+	    evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	    !(bufferevent_get_enabled(bev) & EV_WRITE) ||
+	    (fd = bufferevent_getfd(bev)) < 0 ||
+	    bufferevent_get_max_to_write(bev) != (ev_ssize_t)chat->out_buffer_size ||
+	    bufferevent_get_token_bucket_cfg(bev) != NULL)
+		return 0;
+	n = evbuffer_write_atmost(w, fd, (ev_ssize_t)chat->out_buffer_size);
+	if (n > 0 && chat->ext->write_watch != NULL)
+		clock_now(chat, &chat->ext->last_write);
+	return n > 0 && evbuffer_get_length(w) == 0;
+}
+
+/* The outermost frame returns: move the staged bytes on.  Once they are
+ * all written, what a write callback would have done runs here. */
+static void
+flush_staged(struct async_chat *chat)
+{
+	int guard;
+
+	for (guard = 0; guard < 16 && !chat->closed; guard++) {
+		struct evbuffer *w = chat->ext->wbuf;
+
+		if (evbuffer_get_length(w) == 0)
+			break;
+		if (guard < 15 && write_direct(chat, w)) {
+			if (chat->head != NULL || (chat->output_busy &&
+			    (chat->h->handle_drain != NULL ||
+				chat->ext->above)))
+				async_chat__refill(chat, 1);
+			else
+				chat->output_busy = 0;
+			continue;
+		}
+		if (evbuffer_add_buffer(bufferevent_get_output(chat->bev), w) <
+		    0)
+			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		break;
+	}
+}
+
 int
 async_chat__leave(struct async_chat *chat)
 {
-	if (--chat->depth == 0 && chat->closed) {
-		destroy(chat);
-		return 1;
+	if (chat->depth == 1 && !chat->closed && async_chat__staged(chat) > 0)
+		flush_staged(chat);
+	if (--chat->depth == 0) {
+		chat->loop_cb = 0;
+		if (chat->closed) {
+			destroy(chat);
+			return 1;
+		}
 	}
 	return 0;
+}
+
+/* Entering a callback from the loop. */
+static void
+enter_loop(struct async_chat *chat)
+{
+	async_chat__enter(chat);
+	if (chat->depth == 1)
+		chat->loop_cb = 1;
 }
 
 void
@@ -247,7 +331,7 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 	(void)fd;
 	(void)what;
 	chat->pending = 0;
-	async_chat__enter(chat);
+	enter_loop(chat);
 	if (bits & DEFER_ERROR) {
 		int err = chat->pending_error;
 
@@ -416,7 +500,7 @@ timer_cb(evutil_socket_t fd, short what, void *ctx)
 
 	(void)fd;
 	(void)what;
-	async_chat__enter(chat);
+	enter_loop(chat);
 	clock_now(chat, &t);
 	if (tv_on(&ext->frame) && ext->frame_open && chat->suspend == 0) {
 		evutil_timeradd(&ext->frame_start, &ext->frame, &due);
@@ -832,7 +916,7 @@ readcb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	async_chat__enter(chat);
+	enter_loop(chat);
 	if (chat->ext != NULL && chat->ext->timeouts_on)
 		clock_now(chat, &chat->ext->last_read);
 	if (frame_input(chat, 0))
@@ -846,7 +930,7 @@ writecb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	async_chat__enter(chat);
+	enter_loop(chat);
 	async_chat__refill(chat, 1);
 	async_chat__leave(chat);
 }
@@ -872,7 +956,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
-	async_chat__enter(chat);
+	enter_loop(chat);
 	if (what & BEV_EVENT_CONNECTED) {
 		chat->conn = CONN_UP;
 		if (chat->h->handle_connect != NULL)
@@ -1218,6 +1302,9 @@ async_chat_discard_buffers(struct async_chat *chat)
 	if (chat->incoming != NULL)
 		evbuffer_drain(chat->incoming,
 		    evbuffer_get_length(chat->incoming));
+	if (chat->ext != NULL && chat->ext->wbuf != NULL)
+		evbuffer_drain(chat->ext->wbuf,
+		    evbuffer_get_length(chat->ext->wbuf));
 	out = bufferevent_get_output(chat->bev);
 	if (evbuffer_drain(out, evbuffer_get_length(out)) < 0) {
 		/* A socket bufferevent keeps the front of its output

@@ -99,8 +99,9 @@ entry_free(struct async_chat *chat, struct fifo_entry *e)
 	free(e);
 }
 
-/* Where pushed bytes go now: the output buffer, or a FIFO_DATA entry at
- * the tail when something waits in the FIFO. */
+/* Where pushed bytes go now: the staging buffer (moved to the output
+ * when the outermost frame returns), or a FIFO_DATA entry at the tail
+ * when something waits in the FIFO. */
 static struct evbuffer *
 push_target(struct async_chat *chat)
 {
@@ -110,7 +111,7 @@ push_target(struct async_chat *chat)
 	 * partner, and may run the write callback, inside the add itself. */
 	chat->output_busy = 1;
 	if (chat->head == NULL)
-		return bufferevent_get_output(chat->bev);
+		return async_chat__staging(chat);
 	if (chat->tail->kind == FIFO_DATA)
 		return chat->tail->u.buf;
 	e = calloc(1, sizeof(*e));
@@ -821,7 +822,8 @@ async_chat_output_pending(const struct async_chat *chat)
 
 	if (chat == NULL || chat->closed)
 		return 0;
-	n = evbuffer_get_length(bufferevent_get_output(chat->bev));
+	n = evbuffer_get_length(bufferevent_get_output(chat->bev)) +
+	    async_chat__staged(chat);
 	/* Data waits in the FIFO only behind producers: few entries.  Files
 	 * count from their push, as the bytes they will add. */
 	for (e = chat->head; e != NULL; e = e->next) {
@@ -930,6 +932,10 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 
 	if (chat->refilling || chat->closed)
 		return 0;
+	/* Staged bytes were pushed before anything queued. */
+	if (async_chat__staged(chat) > 0 &&
+	    evbuffer_add_buffer(out, chat->ext->wbuf) < 0)
+		return OUT_NOMEM;
 	chat->refilling = 1;
 	while (st == 0 && !chat->closed && (e = chat->head) != NULL) {
 		if (e->kind == FIFO_DATA) {

@@ -368,7 +368,9 @@ def own_replies(port, a, b):
     a.lines_before_sync()
     b.lines_before_sync()
     try:
-        x.sock.sendall(b"/who\n" * 100000)  # some 3 MB of answers
+        # Some 12 MB of answers: more than the kernel buffers on loopback
+        # (tcp_wmem up to 4 MiB) and the 256 KiB mark together.
+        x.sock.sendall(b"/who\n" * 400000)
     except OSError:
         pass  # the server may drop it before it has sent everything
     for who in (a, b):
