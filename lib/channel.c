@@ -7,7 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/types.h>
+#include <sys/uio.h>
+
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h> /* timeout_read */
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -400,12 +404,21 @@ read_may_run(const struct async_chat *chat)
 static void
 update_reading(struct async_chat *chat)
 {
+	int on;
+
 	if (chat->closed)
 		return;
-	if (read_may_run(chat) && chat->read_state == READ_OPEN)
+	on = read_may_run(chat) && chat->read_state == READ_OPEN;
+	if (chat->ext != NULL && chat->ext->own_read) {
+		if (on)
+			event_add(chat->ext->rd, NULL);
+		else
+			event_del(chat->ext->rd);
+	} else if (on) {
 		bufferevent_enable(chat->bev, EV_READ);
-	else
+	} else {
 		bufferevent_disable(chat->bev, EV_READ);
+	}
 }
 
 static void
@@ -910,6 +923,135 @@ handle_eof(struct async_chat *chat)
 		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 }
 
+/*
+ * Reading a socket of the channel's own.  libevent 2.1 reads at most
+ * 4,096 bytes a call (and asks the kernel how much is there first); the
+ * channel reads up to in_buffer_size bytes a call into the bufferevent's
+ * input itself, once libevent's first read has shown nothing that needs
+ * libevent's reading: no read timeout and no rate limit on the
+ * bufferevent.  Should one be set later, the next read hands reading
+ * back to libevent.
+ */
+
+static int
+own_read_fits(struct async_chat *chat)
+{
+	struct bufferevent *bev = chat->bev;
+
+	return !evutil_timerisset(&bev->timeout_read) &&
+	    bufferevent_get_token_bucket_cfg(bev) == NULL &&
+	    bufferevent_get_max_to_read(bev) ==
+	    (ev_ssize_t)chat->in_buffer_size;
+}
+
+static void own_readcb(evutil_socket_t fd, short what, void *ctx);
+
+static void
+own_read_start(struct async_chat *chat)
+{
+	struct async_chat__ext *ext;
+	evutil_socket_t fd;
+
+	if (chat->closed || !chat->own_socket || chat->conn != CONN_UP ||
+	    (chat->ext != NULL && chat->ext->own_read) ||
+	    (fd = bufferevent_getfd(chat->bev)) < 0 || !own_read_fits(chat) ||
+	    (ext = async_chat__get_ext(chat)) == NULL)
+		return;
+	if (ext->rd == NULL &&
+	    (ext->rd = event_new(bufferevent_get_base(chat->bev), fd,
+		 EV_READ | EV_PERSIST, own_readcb, chat)) == NULL)
+		return; /* libevent goes on reading */
+	ext->own_read = 1;
+	bufferevent_disable(chat->bev, EV_READ);
+	update_reading(chat);
+}
+
+static void
+own_read_stop(struct async_chat *chat)
+{
+	chat->ext->own_read = 0;
+	event_del(chat->ext->rd);
+	update_reading(chat);
+}
+
+/* Frame what came in, and the EOF once everything before it is framed. */
+static void
+input_arrived(struct async_chat *chat)
+{
+	if (chat->ext != NULL && chat->ext->timeouts_on)
+		clock_now(chat, &chat->ext->last_read);
+	if (frame_input(chat, 0))
+		handle_eof(chat);
+}
+
+static void
+own_readcb(evutil_socket_t fd, short what, void *ctx)
+{
+	struct async_chat *chat = ctx;
+	struct evbuffer *in = bufferevent_get_input(chat->bev);
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	size_t left;
+	ssize_t n;
+	int nv, i;
+
+	(void)what;
+	enter_loop(chat);
+	if (!own_read_fits(chat)) {
+		own_read_stop(chat);
+		goto out;
+	}
+	/* A socket bufferevent keeps the end of its input frozen except
+	 * while it reads. */
+	evbuffer_unfreeze(in, 0);
+	nv = evbuffer_reserve_space(in, (ev_ssize_t)chat->in_buffer_size, v, 2);
+	if (nv <= 0) {
+		evbuffer_freeze(in, 0);
+		event_del(chat->ext->rd); /* as libevent stops on an error */
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		goto out;
+	}
+	/* The space reserved may be more than asked for. */
+	left = chat->in_buffer_size;
+	for (i = 0; i < nv && left > 0; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len < left ? v[i].iov_len : left;
+		left -= iov[i].iov_len;
+	}
+	n = readv(fd, iov, i);
+	if (n > 0) {
+		left = (size_t)n;
+		for (i = 0; i < nv; i++) {
+			if (v[i].iov_len > left)
+				v[i].iov_len = left;
+			left -= v[i].iov_len;
+		}
+		evbuffer_commit_space(in, v, nv);
+	}
+	evbuffer_freeze(in, 0);
+	if (n > 0) {
+		input_arrived(chat);
+	} else if (n == 0) {
+		/* As libevent reports the peer's EOF. */
+		if (chat->read_state == READ_OPEN)
+			chat->read_state = READ_EOF;
+		update_reading(chat);
+		if (frame_input(chat, 0))
+			handle_eof(chat);
+	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		int err = errno;
+
+		/* As libevent reports a read error: reading stops, what
+		 * came before is framed, then the error is told. */
+		event_del(chat->ext->rd);
+		chat->conn = CONN_DOWN;
+		frame_input(chat, 1);
+		async_chat__fail(chat, err);
+	}
+out:
+	async_chat__leave(chat);
+}
+
 static void
 readcb(struct bufferevent *bev, void *ctx)
 {
@@ -917,10 +1059,8 @@ readcb(struct bufferevent *bev, void *ctx)
 
 	(void)bev;
 	enter_loop(chat);
-	if (chat->ext != NULL && chat->ext->timeouts_on)
-		clock_now(chat, &chat->ext->last_read);
-	if (frame_input(chat, 0))
-		handle_eof(chat);
+	input_arrived(chat);
+	own_read_start(chat);
 	async_chat__leave(chat);
 }
 
