@@ -61,6 +61,30 @@
  * out_buffer_size bytes, so a producer over a huge source never sits in
  * memory whole.
  *
+ * I/O ON THE CHANNEL'S OWN SOCKETS
+ *
+ * Pushed bytes wait in the channel until its outermost call or callback
+ * returns, and then move on in one piece: so many pushes inside one
+ * callback cost one write, and no push makes libevent run a callback.
+ * From a loop callback (a read, a write, a timer, a post), on a socket
+ * given to (or made by) async_chat_new(), they are written to
+ * the socket at once with one system call when the bufferevent's output
+ * holds nothing older; what the socket does not take goes to the output,
+ * where libevent writes it.  Elsewhere (a pair, TLS, a filter, a call
+ * made outside the channel's callbacks) they are added to the output.
+ * Bytes pushed inside a callback are therefore not yet in the
+ * bufferevent's output buffer while the callback runs;
+ * async_chat_output_pending() counts them.
+ *
+ * After libevent's first read from such a socket, the channel reads it
+ * itself: one read call takes up to in_buffer_size bytes (libevent 2.1
+ * reads at most 4,096 a call, after asking the kernel how many wait).  A
+ * read timeout or a rate limit set on the bufferevent hands reading back
+ * to libevent, which honours them: set before the first bytes arrive,
+ * libevent keeps reading; set later, from the channel's next read on.
+ * Pause and resume reading with async_chat_pause_reading(), not with
+ * bufferevent_enable() or bufferevent_disable() on EV_READ.
+ *
  * ERRORS
  *
  * Functions that can fail return 0 (or a pointer) on success and -1 (or
@@ -89,7 +113,8 @@
  * async_chat_get_bufferevent() NULL and async_chat_output_pending() 0.
  *
  * Nothing in libasynchat is global and it starts no threads.  A channel
- * and its event_base must be used from one thread at a time.
+ * and its event_base must be used from one thread at a time; other
+ * threads reach a channel through a handle (see THREADS below).
  *
  * ABI: HOW THE PUBLIC STRUCTS GROW
  *
@@ -644,7 +669,7 @@ int async_chat_push(struct async_chat *chat, const void *data, size_t len);
 
 /**
  * Queue the whole content of buf, moving libevent's chains (no copy; a
- * content of at most 1 KiB is copied instead, so that small replies leave
+ * content of at most 4 KiB is copied instead, so that small replies leave
  * in one write rather than one chain each); buf is left empty and stays
  * the caller's.
  * @return 0, or -1 with errno as async_chat_push(); on failure buf keeps
@@ -881,8 +906,11 @@ int async_chat_skip_frame(struct async_chat *chat);
 int async_chat_reading_paused(const struct async_chat *chat);
 
 /** Most bytes taken from the transport per read event (default 65536).
- * libevent applies it to socket bufferevents; a bufferevent pair hands
- * over whatever its partner wrote.
+ * On a socket of the channel's own (given to async_chat_new()), one
+ * read call takes up to this many bytes (see "I/O on the channel's own
+ * sockets"); on another socket bufferevent libevent applies it, reading
+ * at most 4,096 bytes a call; a bufferevent pair hands over whatever its
+ * partner wrote.
  * @return 0, or -1 with errno EINVAL (0 or above ASYNC_CHAT_BUFFER_SIZE_MAX)
  *   or ENOTCONN. */
 int async_chat_set_in_buffer_size(struct async_chat *chat, size_t size);
@@ -902,7 +930,9 @@ size_t async_chat_get_out_buffer_size(const struct async_chat *chat);
  */
 
 /** The channel's bufferevent (owned by the channel), or NULL for NULL or a
- * closed channel. */
+ * closed channel.  On a socket of the channel's own the channel does its
+ * own reads and most writes (see I/O ON THE CHANNEL'S OWN SOCKETS):
+ * leave EV_READ and the output buffer to it. */
 struct bufferevent *async_chat_get_bufferevent(struct async_chat *chat);
 /** The channel's socket, or -1 (none, NULL or closed). */
 evutil_socket_t async_chat_get_fd(const struct async_chat *chat);
@@ -1112,6 +1142,143 @@ int async_chat_listener_get_address(const struct async_chat_listener *listener,
  * its path (see there).  Safe inside handle_accept and the error handler:
  * no callback of the listener runs after it.  NULL is ignored. */
 void async_chat_listener_free(struct async_chat_listener *listener);
+
+/*
+ * THREADS (since 0.2)
+ *
+ * A channel belongs to the thread that runs its event_base (its loop
+ * thread).  The rules, in one place:
+ *
+ *   - Every function of this header is called on the loop thread of the
+ *     objects it is given (a channel, a group, a listener; a framer on
+ *     whichever thread owns it, one thread at a time), except the handle
+ *     calls below and async_chat_version(), async_chat_version_number()
+ *     and async_chat_length_field_encode(), which touch no shared state.
+ *   - async_chat_handle_new() is called on the channel's loop thread.
+ *   - async_chat_post(), async_chat_post_reference(),
+ *     async_chat_post_call(), async_chat_post_close_when_done(),
+ *     async_chat_handle_closed() and async_chat_handle_free() may be
+ *     called from any thread, at any time, concurrently, including from
+ *     the loop thread and from inside callbacks.  They never call user
+ *     code and never wait for the loop to run: a post takes the handle's
+ *     mutex and, for the first post of a batch, libevent's base lock
+ *     for event_active().
+ *   - Everything a post asks for runs later on the loop thread, in post
+ *     order per handle: bytes are pushed as async_chat_push() would,
+ *     functions are called, cleanups run.  Posts that are queued when the
+ *     channel closes are dropped inside async_chat_close(), on the loop
+ *     thread: cleanups run and functions are told (chat NULL).
+ *
+ * REQUIREMENT.  Cross-thread posts need libevent's locking: call
+ * evthread_use_pthreads() (event2/thread.h, link libevent_pthreads:
+ * pkg-config asynchat-threads) before the event_base is made.
+ * async_chat_handle_new() fails with ENOTSUP when libevent's lock
+ * functions are not set up.  libevent 2.1 cannot say whether one given
+ * base was made before or after that call, so a base made before it is
+ * not detected: make the bases after it.  Programs that post nothing need
+ * neither libevent_pthreads nor that call.
+ *
+ * LIFETIME.  A handle is reference-counted and stays valid after its
+ * channel closes, and after the channel's event_base is freed: posts
+ * then fail with EPIPE, and async_chat_handle_free() releases it.  A
+ * channel has one handle: async_chat_handle_new() again returns the same
+ * one with one more reference, and each reference is released by one
+ * async_chat_handle_free().  Freeing more often than the handle was made,
+ * while the handle is still alive (its channel open), fails with EBADF;
+ * as with free(), using a handle after its last reference is gone is
+ * undefined.
+ *
+ * OWNERSHIP.  async_chat_post() copies the bytes before it returns.
+ * async_chat_post_reference() moves them: once it has returned 0, its
+ * cleanup runs exactly once, on the loop thread (after the bytes are sent
+ * or dropped, or when the channel closes before they were queued); when
+ * it returns -1 cleanup does not run and the bytes stay the caller's.
+ * async_chat_post_call()'s fn runs exactly once if the post returned 0,
+ * so it can always release its arg.
+ *
+ * Bytes that the channel refuses when they reach it on the loop (after
+ * async_chat_close_when_done() the push fails with EPIPE, or ENOMEM) are
+ * dropped like those of a channel that closes; a post_call can ask
+ * async_chat_push() itself when the answer matters.
+ */
+
+/** An opaque, reference-counted handle to a channel, usable from any
+ * thread. */
+struct async_chat_handle;
+
+/**
+ * The channel's handle (since 0.2), made on first call; later calls
+ * return the same handle with one more reference.  On the loop thread.
+ * @return the handle, or NULL with errno EINVAL (NULL), ENOTCONN (chat
+ *   closed), ENOTSUP (libevent's locking is not set up: see THREADS) or
+ *   ENOMEM.
+ */
+struct async_chat_handle *async_chat_handle_new(struct async_chat *chat);
+
+/**
+ * Release one reference to the handle (since 0.2); from any thread.  The
+ * memory goes with the last reference, which the channel holds while it
+ * is open.
+ * @return 0, or -1 with errno EINVAL (NULL) or EBADF (every reference
+ *   async_chat_handle_new() gave has been released already).
+ */
+int async_chat_handle_free(struct async_chat_handle *h);
+
+/**
+ * 1 if the handle's channel has closed (posts now fail with EPIPE), 0 if
+ * it is open, -1 with errno EINVAL (NULL) or EBADF (released); from any
+ * thread (since 0.2).  The answer may be stale by the time it is read:
+ * a 0 does not promise that the next post succeeds.
+ */
+int async_chat_handle_closed(const struct async_chat_handle *h);
+
+/**
+ * Queue a copy of data for the channel, pushed on its loop thread as
+ * async_chat_push() (since 0.2); from any thread.  len 0 queues nothing.
+ * @return 0, or -1 with errno EINVAL (NULL handle, NULL data with
+ *   len > 0), EBADF (released handle), EPIPE (the channel has closed, or
+ *   async_chat_post_close_when_done() was posted) or ENOMEM.
+ */
+int async_chat_post(struct async_chat_handle *h, const void *data,
+    size_t len);
+
+/**
+ * Queue len bytes at data without copying them (since 0.2); from any
+ * thread.  data must stay valid and unchanged until cleanup(data, len,
+ * cleanup_arg) runs, which happens exactly once, on the channel's loop
+ * thread, if this returns 0: as async_chat_push_reference()'s once the
+ * bytes are sent or dropped, or inside async_chat_close() if the channel
+ * closes first.  cleanup may be NULL.
+ * @return 0, or -1 with errno as async_chat_post(); on failure cleanup
+ *   does not run and data stays the caller's.
+ */
+int async_chat_post_reference(struct async_chat_handle *h, const void *data,
+    size_t len, void (*cleanup)(const void *data, size_t len, void *arg),
+    void *cleanup_arg);
+
+/**
+ * Run fn(chat, arg) on the channel's loop thread (since 0.2); from any
+ * thread.  If this returns 0, fn runs exactly once: with the open
+ * channel, where every call of this header may be made on it, or with
+ * chat NULL when the channel closed before fn's turn (then inside
+ * async_chat_close(), on the loop thread), so that arg can be released
+ * either way.
+ * @return 0, or -1 with errno EINVAL (NULL handle or fn), EBADF, EPIPE
+ *   (the channel has closed) or ENOMEM; fn does not run then.  Unlike
+ *   data, calls are still accepted after
+ *   async_chat_post_close_when_done() until the channel closes.
+ */
+int async_chat_post_call(struct async_chat_handle *h,
+    void (*fn)(struct async_chat *chat, void *arg), void *arg);
+
+/**
+ * Queue async_chat_close_when_done() on the channel's loop thread, after
+ * what was posted before it (since 0.2); from any thread.  Later data
+ * posts fail with EPIPE.
+ * @return 0, or -1 with errno EINVAL, EBADF, EPIPE (closed, or posted
+ *   already) or ENOMEM.
+ */
+int async_chat_post_close_when_done(struct async_chat_handle *h);
 
 /*
  * Channel groups (since 0.2): asyncore's socket_map and close_all, Netty's

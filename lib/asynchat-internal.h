@@ -66,6 +66,7 @@ enum {
 struct async_chat__ref;
 struct async_chat__gnode;
 struct async_chat__ref_owner;
+struct async_chat_handle;
 
 /* What only some channels use, made on first use, so that an idle
  * channel stays small. */
@@ -78,6 +79,10 @@ struct async_chat__ext {
 	 * or from the loop on a socket of the channel's own straight to the
 	 * socket.  Made by the first push. */
 	struct evbuffer *wbuf;
+	/* Small pushes are copied into a flat buffer after wbuf's bytes,
+	 * which a direct write sends as they are. */
+	char *stage;
+	size_t stage_len, stage_cap;
 	/* A socket of the channel's own is read by the channel itself, up
 	 * to in_buffer_size bytes a call, once libevent's first read shows
 	 * nothing on the bufferevent that needs libevent's reading. */
@@ -101,6 +106,9 @@ struct async_chat__ext {
 	uint8_t shut_pending;      /* the shutdown happened; not told yet */
 	int shut_err;
 	void (*shut_fn)(struct async_chat *chat, int err, void *arg);
+
+	/* The cross-thread handle (thread.c), made on first use. */
+	struct async_chat_handle *handle;
 };
 
 struct async_chat {
@@ -159,10 +167,13 @@ async_chat__staging(struct async_chat *chat)
 static inline size_t
 async_chat__staged(const struct async_chat *chat)
 {
-	return chat->ext != NULL && chat->ext->wbuf != NULL ?
-	    evbuffer_get_length(chat->ext->wbuf) : 0;
+	if (chat->ext == NULL)
+		return 0;
+	return chat->ext->stage_len + (chat->ext->wbuf != NULL ?
+	    evbuffer_get_length(chat->ext->wbuf) : 0);
 }
 void async_chat__enter(struct async_chat *chat);
+void async_chat__enter_loop(struct async_chat *chat);
 int async_chat__leave(struct async_chat *chat);
 void async_chat__fail(struct async_chat *chat, int err);
 int async_chat__tell_partner_eof(struct async_chat *chat);
@@ -187,7 +198,15 @@ void async_chat__group_leave(struct async_chat *chat);
  * callers touch it no more afterwards. */
 void async_chat__refill(struct async_chat *chat, int from_loop);
 
+/* thread.c: the channel is closing; its handle, if any, lets go of it
+ * (posts fail with EPIPE from now on) and what was still posted is
+ * dropped: cleanups run, posted functions are told. */
+void async_chat__handle_detach(struct async_chat *chat);
+
 /* output.c */
+/* Append the flat stage's bytes to buf (wbuf or the output); -1 (with
+ * ENOMEM) if they could not be. */
+int async_chat__stage_to(struct async_chat *chat, struct evbuffer *buf);
 /* What async_chat__output_fill() met. */
 enum {
 	OUT_FULL = 1,      /* the output buffer has enough for now */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <event2/bufferevent.h>
@@ -90,6 +91,8 @@ destroy(struct async_chat *chat)
 		event_free(ext->rd);
 	if (ext != NULL && ext->wbuf != NULL)
 		evbuffer_free(ext->wbuf);
+	if (ext != NULL)
+		free(ext->stage);
 	/* What is pending runs now; chains freed from here on run their
 	 * cleanups at once. */
 	async_chat__run_cleanups(chat);
@@ -123,55 +126,128 @@ async_chat__staging_slow(struct async_chat *chat)
 
 static void clock_now(struct async_chat *chat, struct timeval *tv);
 
-/* Write staged bytes straight to the channel's own socket, when nothing
- * libevent holds is older and nothing of libevent's needs to see them
- * (rate limits).  Returns 1 when all went, 0 otherwise (what is left
- * goes to the output, and libevent reports a socket error). */
+/* Whether staged bytes may be written straight to the socket now: from
+ * the loop, on a socket the channel made, with nothing older in the
+ * bufferevent's output and nothing of libevent's that needs to see them
+ * (a rate limit). */
 static int
-write_direct(struct async_chat *chat, struct evbuffer *w)
+direct_ok(struct async_chat *chat)
 {
 	struct bufferevent *bev = chat->bev;
-	evutil_socket_t fd;
-	int n;
 
-	if (!chat->loop_cb || !chat->own_socket || chat->conn != CONN_UP ||
-	    evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
-	    !(bufferevent_get_enabled(bev) & EV_WRITE) ||
-	    (fd = bufferevent_getfd(bev)) < 0 ||
-	    bufferevent_get_max_to_write(bev) != (ev_ssize_t)chat->out_buffer_size ||
-	    bufferevent_get_token_bucket_cfg(bev) != NULL)
-		return 0;
-	n = evbuffer_write_atmost(w, fd, (ev_ssize_t)chat->out_buffer_size);
-	if (n > 0 && chat->ext->write_watch != NULL)
-		clock_now(chat, &chat->ext->last_write);
-	return n > 0 && evbuffer_get_length(w) == 0;
+	return chat->loop_cb && chat->own_socket && chat->conn == CONN_UP &&
+	    evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+	    (bufferevent_get_enabled(bev) & EV_WRITE) &&
+	    bufferevent_get_max_to_write(bev) ==
+	    (ev_ssize_t)chat->out_buffer_size &&
+	    bufferevent_get_token_bucket_cfg(bev) == NULL;
 }
 
-/* The outermost frame returns: move the staged bytes on.  Once they are
- * all written, what a write callback would have done runs here. */
+/* Write the flat stage with one system call.  Returns 1 when all of it
+ * went; otherwise what is left moves to the output, where libevent
+ * writes it (and reports a socket error). */
+static int
+write_stage(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+	size_t len = ext->stage_len;
+	ssize_t n;
+
+	if (len > chat->out_buffer_size)
+		len = chat->out_buffer_size;
+#ifdef MSG_NOSIGNAL
+	n = send(bufferevent_getfd(chat->bev), ext->stage, len, MSG_NOSIGNAL);
+#else
+	n = send(bufferevent_getfd(chat->bev), ext->stage, len, 0);
+#endif
+	if (n <= 0)
+		n = 0;
+	else if (ext->write_watch != NULL)
+		clock_now(chat, &ext->last_write);
+	if ((size_t)n == ext->stage_len) {
+		ext->stage_len = 0;
+		return 1;
+	}
+	if (evbuffer_add(bufferevent_get_output(chat->bev), ext->stage + n,
+		ext->stage_len - (size_t)n) < 0) {
+		memmove(ext->stage, ext->stage + n, ext->stage_len - (size_t)n);
+		ext->stage_len -= (size_t)n;
+		return -1;
+	}
+	ext->stage_len = 0;
+	return 0;
+}
+
+/* Write wbuf (with the stage after it) straight to the socket: 1 when
+ * all of it went, 0 otherwise (what is left is moved on by the caller). */
+static int
+write_wbuf(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+	int n;
+
+	if (async_chat__stage_to(chat, ext->wbuf) < 0)
+		return 0;
+	n = evbuffer_write_atmost(ext->wbuf, bufferevent_getfd(chat->bev),
+	    (ev_ssize_t)chat->out_buffer_size);
+	if (n > 0 && ext->write_watch != NULL)
+		clock_now(chat, &ext->last_write);
+	return n > 0 && evbuffer_get_length(ext->wbuf) == 0;
+}
+
+/* After a direct write sent everything: what a write callback would
+ * have done. */
+static void
+sent_all(struct async_chat *chat)
+{
+	if (chat->head != NULL || (chat->output_busy &&
+	    (chat->h->handle_drain != NULL || chat->ext->above)))
+		async_chat__refill(chat, 1);
+	else
+		chat->output_busy = 0;
+}
+
+#define STAGE_KEEP 16384 /* bytes of flat stage kept between bursts */
+
+/* The outermost frame returns: move the staged bytes on. */
 static void
 flush_staged(struct async_chat *chat)
 {
+	struct async_chat__ext *ext = chat->ext;
 	int guard;
 
 	for (guard = 0; guard < 16 && !chat->closed; guard++) {
-		struct evbuffer *w = chat->ext->wbuf;
+		int wb = ext->wbuf != NULL && evbuffer_get_length(ext->wbuf) > 0;
+		int rc;
 
-		if (evbuffer_get_length(w) == 0)
+		if (!wb && ext->stage_len == 0)
 			break;
-		if (guard < 15 && write_direct(chat, w)) {
-			if (chat->head != NULL || (chat->output_busy &&
-			    (chat->h->handle_drain != NULL ||
-				chat->ext->above)))
-				async_chat__refill(chat, 1);
-			else
-				chat->output_busy = 0;
-			continue;
+		if (guard < 15 && direct_ok(chat)) {
+			rc = wb ? write_wbuf(chat) : write_stage(chat);
+			if (rc == 1) {
+				sent_all(chat);
+				continue;
+			}
+			if (rc < 0) {
+				async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+				break;
+			}
+			if (!wb)
+				break; /* the rest is in the output */
 		}
-		if (evbuffer_add_buffer(bufferevent_get_output(chat->bev), w) <
-		    0)
+		if ((ext->wbuf != NULL &&
+			evbuffer_add_buffer(bufferevent_get_output(chat->bev),
+			    ext->wbuf) < 0) ||
+		    async_chat__stage_to(chat,
+			bufferevent_get_output(chat->bev)) < 0)
 			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 		break;
+	}
+	if (!chat->closed && ext->stage_len == 0 &&
+	    ext->stage_cap > STAGE_KEEP) {
+		free(ext->stage);
+		ext->stage = NULL;
+		ext->stage_cap = 0;
 	}
 }
 
@@ -190,9 +266,10 @@ async_chat__leave(struct async_chat *chat)
 	return 0;
 }
 
-/* Entering a callback from the loop. */
-static void
-enter_loop(struct async_chat *chat)
+/* Entering a callback from the loop: the outermost one may write the
+ * staged bytes straight to the socket when it returns. */
+void
+async_chat__enter_loop(struct async_chat *chat)
 {
 	async_chat__enter(chat);
 	if (chat->depth == 1)
@@ -237,6 +314,7 @@ async_chat_close(struct async_chat *chat)
 	async_chat__tell_partner_eof(chat);
 	async_chat__output_clear(chat, 0);
 	async_chat__run_cleanups(chat);
+	async_chat__handle_detach(chat);
 	if (chat->h->handle_free != NULL)
 		chat->h->handle_free(chat, chat->arg);
 	async_chat__leave(chat);
@@ -335,7 +413,7 @@ deferred_cb(evutil_socket_t fd, short what, void *ctx)
 	(void)fd;
 	(void)what;
 	chat->pending = 0;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (bits & DEFER_ERROR) {
 		int err = chat->pending_error;
 
@@ -513,7 +591,7 @@ timer_cb(evutil_socket_t fd, short what, void *ctx)
 
 	(void)fd;
 	(void)what;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	clock_now(chat, &t);
 	if (tv_on(&ext->frame) && ext->frame_open && chat->suspend == 0) {
 		evutil_timeradd(&ext->frame_start, &ext->frame, &due);
@@ -828,13 +906,14 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 		}
 		chat->discarded = 0;
 		do {
-			size_t flen;
+			size_t lead, flen;
 
 			if (pos < len &&
 			    async_chat__framer_fast(&chat->fr, base + pos,
-				len - pos, &flen)) {
+				len - pos, &lead, &flen)) {
 				/* A whole frame in the extent: its bytes and
 				 * its end, without the general loop. */
+				pos += lead;
 				ev.data = base + pos;
 				ev.len = flen;
 				ev.held = 0;
@@ -996,7 +1075,7 @@ own_readcb(evutil_socket_t fd, short what, void *ctx)
 	int nv, i;
 
 	(void)what;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (!own_read_fits(chat)) {
 		own_read_stop(chat);
 		goto out;
@@ -1058,7 +1137,7 @@ readcb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	input_arrived(chat);
 	own_read_start(chat);
 	async_chat__leave(chat);
@@ -1070,7 +1149,7 @@ writecb(struct bufferevent *bev, void *ctx)
 	struct async_chat *chat = ctx;
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	async_chat__refill(chat, 1);
 	async_chat__leave(chat);
 }
@@ -1096,7 +1175,7 @@ eventcb(struct bufferevent *bev, short what, void *ctx)
 	int err = EVUTIL_SOCKET_ERROR();
 
 	(void)bev;
-	enter_loop(chat);
+	async_chat__enter_loop(chat);
 	if (what & BEV_EVENT_CONNECTED) {
 		chat->conn = CONN_UP;
 		if (chat->h->handle_connect != NULL)
@@ -1445,6 +1524,8 @@ async_chat_discard_buffers(struct async_chat *chat)
 	if (chat->ext != NULL && chat->ext->wbuf != NULL)
 		evbuffer_drain(chat->ext->wbuf,
 		    evbuffer_get_length(chat->ext->wbuf));
+	if (chat->ext != NULL)
+		chat->ext->stage_len = 0;
 	out = bufferevent_get_output(chat->bev);
 	if (evbuffer_drain(out, evbuffer_get_length(out)) < 0) {
 		/* A socket bufferevent keeps the front of its output

@@ -893,12 +893,14 @@ gather(struct async_chat_framer *fr, struct span *sp, size_t want,
 	ev->consumed += n;
 }
 
-/* Decode and check the header; 0, or -1 if it is invalid. */
+/* Decode a whole header h[0..hdr_len) under spec s: the body, frame
+ * and strip lengths; 0, or -1 if it is invalid. */
 static int
-header_check(struct async_chat_framer *fr, size_t hdr_len)
+header_decode(const struct async_chat_length_field *s,
+    const unsigned char *h, size_t hdr_len, uint64_t *body_out,
+    uint64_t *frame_out, uint64_t *strip_out)
 {
-	const struct async_chat_length_field *s = &fr->lf->spec;
-	const unsigned char *f = fr->carry + fr->carry_off + s->offset;
+	const unsigned char *f = h + s->offset;
 	uint64_t v = 0, body, frame, strip;
 	size_t i;
 
@@ -911,6 +913,9 @@ header_check(struct async_chat_framer *fr, size_t hdr_len)
 	} else if (s->little_endian) {
 		for (i = s->width; i > 0; i--)
 			v = v << 8 | f[i - 1];
+	} else if (s->width == 4) {
+		v = (uint64_t)f[0] << 24 | (uint64_t)f[1] << 16 |
+		    (uint64_t)f[2] << 8 | f[3];
 	} else {
 		for (i = 0; i < s->width; i++)
 			v = v << 8 | f[i];
@@ -931,6 +936,21 @@ header_check(struct async_chat_framer *fr, size_t hdr_len)
 	frame = hdr_len + body;
 	strip = s->strip == ASYNC_CHAT_STRIP_HEADER ? hdr_len : s->strip;
 	if (strip > frame)
+		return -1;
+	*body_out = body;
+	*frame_out = frame;
+	*strip_out = strip;
+	return 0;
+}
+
+/* Decode and check the gathered header; 0, or -1 if it is invalid. */
+static int
+header_check(struct async_chat_framer *fr, size_t hdr_len)
+{
+	uint64_t body, frame, strip;
+
+	if (header_decode(&fr->lf->spec, fr->carry + fr->carry_off, hdr_len,
+		&body, &frame, &strip) < 0)
 		return -1;
 	fr->lf->hdr_len = (uint32_t)hdr_len;
 	fr->lf->strip = strip;
@@ -1006,15 +1026,17 @@ length_step(struct async_chat_framer *fr, struct span *sp,
 
 /*
  * The channel's fast path, for the most common state: nothing held, owed,
- * skipped or partly scanned, and a line or a short string terminator.
- * The next frame that ends inside p[0..n) is found with memchr and its
- * bytes handed out at once, exactly as a DATA event would: its end is
- * owed, and async_chat__framer_end() takes it.  Anything else (no whole
- * frame in the span, the bound in the way) is left to the general path.
+ * skipped or partly scanned, and a line, a short string terminator or a
+ * fixed-width length field.  The next frame that ends inside p[0..n) is
+ * found with memchr (or its header decoded) and its bytes handed out at
+ * once, exactly as a DATA event would: its end is owed, and
+ * async_chat__framer_end() takes it.  A length field's stripped bytes
+ * come first (*lead).  Anything else (no whole frame in the span, the
+ * bound in the way, an invalid header) is left to the general path.
  */
 int
 async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
-    size_t n, size_t *frame_len)
+    size_t n, size_t *lead, size_t *frame_len)
 {
 	const unsigned char *p = (const unsigned char *)data, *q, *end = p + n;
 	size_t start, t;
@@ -1023,6 +1045,27 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 	if (fr->todo != 0 || fr->have_end || fr->skipping || fr->scanned ||
 	    fr->carry_off != fr->carry_len || fr->one.state != 0 || n == 0)
 		return 0;
+	*lead = 0;
+	if (fr->kind == ASYNC_CHAT_TERM_LENGTH) {
+		/* A fixed-width header and its whole frame in the span. */
+		const struct async_chat_length_field *s = &fr->lf->spec;
+		uint64_t body, frame, strip;
+		size_t h = s->offset + s->width;
+
+		if (fr->lf_phase != LF_HEADER || s->width == 0 || n < h ||
+		    header_decode(s, p, h, &body, &frame, &strip) < 0 ||
+		    frame > n)
+			return 0;
+		if (fr->max_frame != 0 && frame - strip > fr->max_frame)
+			return 0;
+		*lead = (size_t)strip;
+		*frame_len = (size_t)(frame - strip);
+		fr->frame_bytes = frame - strip;
+		fr->have_end = 1;
+		fr->term_len = 0;
+		fr->matched = 0;
+		return 1;
+	}
 	if (fr->kind == ASYNC_CHAT_TERM_LINE) {
 		q = memchr(p, '\n', n);
 		if (q == NULL)
@@ -1152,17 +1195,21 @@ async_chat_framer_next(struct async_chat_framer *fr, const void *data,
 	if (fr->have_end && fr->todo == 0)
 		return end_frame(fr, &sp, ev);
 	if (len > 0) {
-		size_t flen;
+		size_t lead, flen;
 
 		/* A whole frame in the span: its bytes at once. */
-		if (async_chat__framer_fast(fr, data, len, &flen)) {
-			if (flen == 0)
+		if (async_chat__framer_fast(fr, data, len, &lead, &flen)) {
+			if (flen == 0) {
+				sp.p += lead;
+				sp.len -= lead;
+				ev->consumed = lead;
 				return end_frame(fr, &sp, ev);
+			}
 			fr->too_long = 0;
 			ev->kind = ASYNC_CHAT_FRAMER_DATA;
-			ev->data = data;
+			ev->data = (const char *)data + lead;
 			ev->len = flen;
-			ev->consumed = flen;
+			ev->consumed = lead + flen;
 			return ASYNC_CHAT_FRAMER_DATA;
 		}
 	}
@@ -1215,14 +1262,21 @@ ev_ssize_t
 async_chat_length_field_encode(const struct async_chat_length_field *spec,
     uint64_t payload_len, void *out, size_t size)
 {
-	unsigned char *o = out, field[10];
-	size_t w = 0, i;
-	uint64_t v;
-
 	if (out == NULL || async_chat__length_field_check(spec) < 0) {
 		errno = EINVAL;
 		return -1;
 	}
+	return async_chat__length_field_encode(spec, payload_len, out, size);
+}
+
+ev_ssize_t
+async_chat__length_field_encode(const struct async_chat_length_field *spec,
+    uint64_t payload_len, void *out, size_t size)
+{
+	unsigned char *o = out, field[10];
+	size_t w = 0, i;
+	uint64_t v;
+
 	if (spec->adjust >= 0) {
 		if (payload_len < (uint64_t)spec->adjust) {
 			errno = ERANGE;
@@ -1238,7 +1292,30 @@ async_chat_length_field_encode(const struct async_chat_length_field *spec,
 		}
 		v = payload_len + a;
 	}
-	if (spec->width == 0) {
+	if (spec->width != 0) {
+		/* Straight into out. */
+		w = spec->width;
+		if ((w < 8 && (v >> (8 * w)) != 0) ||
+		    payload_len > UINT64_MAX - (spec->offset + w)) {
+			errno = ERANGE;
+			return -1;
+		}
+		if (size < spec->offset + w) {
+			errno = ENOBUFS;
+			return -1;
+		}
+		if (spec->offset > 0)
+			memset(o, 0, spec->offset);
+		o += spec->offset;
+		if (spec->little_endian)
+			for (i = 0; i < w; i++)
+				o[i] = (unsigned char)(v >> (8 * i));
+		else
+			for (i = 0; i < w; i++)
+				o[w - 1 - i] = (unsigned char)(v >> (8 * i));
+		return (ev_ssize_t)(spec->offset + w);
+	}
+	{
 		do {
 			field[w] = (unsigned char)(v & 0x7f);
 			v >>= 7;
@@ -1246,17 +1323,6 @@ async_chat_length_field_encode(const struct async_chat_length_field *spec,
 				field[w] |= 0x80;
 			w++;
 		} while (v != 0);
-	} else {
-		w = spec->width;
-		if (w < 8 && (v >> (8 * w)) != 0) {
-			errno = ERANGE;
-			return -1;
-		}
-		for (i = 0; i < w; i++) {
-			unsigned char b = (unsigned char)(v >> (8 * i));
-
-			field[spec->little_endian ? i : w - 1 - i] = b;
-		}
 	}
 	if (payload_len > UINT64_MAX - (spec->offset + w)) {
 		errno = ERANGE; /* the decoder could not count the frame */

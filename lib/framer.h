@@ -86,11 +86,12 @@ void async_chat__framer_init(struct async_chat_framer *fr);
 void async_chat__framer_clear(struct async_chat_framer *fr);
 
 /* The channel's fast path (see framer.c): 1 if a whole frame's bytes,
- * data[0..*frame_len), lie in the span with the frame's end owed, to be
- * taken with async_chat__framer_end() (which returns the span bytes of
- * the terminator); 0 if the general path must run. */
+ * data[*lead..*lead + *frame_len), lie in the span with the frame's end
+ * owed, to be taken with async_chat__framer_end() (which returns the
+ * span bytes of the terminator); 0 if the general path must run.  The
+ * *lead bytes before them (a stripped length header) are consumed. */
 int async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
-    size_t n, size_t *frame_len);
+    size_t n, size_t *lead, size_t *frame_len);
 size_t async_chat__framer_end(struct async_chat_framer *fr, int *matched);
 
 /* 1 if the framer would report TOO_LONG again under its current bound,
@@ -99,5 +100,9 @@ int async_chat__framer_stuck(const struct async_chat_framer *fr);
 
 /* Check a length-field spec; -1 with errno EINVAL if it is not valid. */
 int async_chat__length_field_check(const struct async_chat_length_field *spec);
+/* async_chat_length_field_encode() of a spec already checked. */
+ev_ssize_t async_chat__length_field_encode(
+    const struct async_chat_length_field *spec, uint64_t payload_len,
+    void *out, size_t size);
 
 #endif /* ASYNCHAT_FRAMER_H_INCLUDED_ */

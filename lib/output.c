@@ -99,6 +99,65 @@ entry_free(struct async_chat *chat, struct fifo_entry *e)
 	free(e);
 }
 
+/*
+ * The flat stage: pushes of up to STAGE_PUSH_MAX bytes with nothing
+ * queued are copied into one growing array, which the direct write
+ * sends with one system call (or which moves to an evbuffer with one
+ * add).  It follows whatever wbuf holds.
+ */
+#define STAGE_MIN 2048
+#define STAGE_MAX 65536
+#define STAGE_PUSH_MAX 4096
+
+int
+async_chat__stage_to(struct async_chat *chat, struct evbuffer *buf)
+{
+	struct async_chat__ext *ext = chat->ext;
+
+	if (ext == NULL || ext->stage_len == 0)
+		return 0;
+	if (evbuffer_add(buf, ext->stage, ext->stage_len) < 0) {
+		errno = ENOMEM;
+		return -1;
+	}
+	ext->stage_len = 0;
+	return 0;
+}
+
+/* Room for n (at most STAGE_PUSH_MAX) more bytes at the end of the
+ * stage, or NULL (errno ENOMEM) for the caller to fall back to wbuf. */
+static char *
+stage_room(struct async_chat *chat, size_t n)
+{
+	struct async_chat__ext *ext = async_chat__get_ext(chat);
+	size_t cap;
+	char *p;
+
+	if (ext == NULL)
+		return NULL;
+	if (ext->stage_cap - ext->stage_len >= n)
+		return ext->stage + ext->stage_len;
+	if (ext->stage_len + n > STAGE_MAX) {
+		/* Full: its bytes go on to wbuf, and it starts again. */
+		struct evbuffer *w = async_chat__staging(chat);
+
+		if (w == NULL || async_chat__stage_to(chat, w) < 0)
+			return NULL;
+		if (ext->stage_cap >= n)
+			return ext->stage;
+	}
+	cap = ext->stage_cap != 0 ? ext->stage_cap : STAGE_MIN;
+	while (cap < ext->stage_len + n)
+		cap *= 2;
+	if ((p = realloc(ext->stage, cap)) == NULL) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	ext->stage = p;
+	ext->stage_cap = cap;
+	return p + ext->stage_len;
+}
+
 /* Where pushed bytes go now: the staging buffer (moved to the output
  * when the outermost frame returns), or a FIFO_DATA entry at the tail
  * when something waits in the FIFO. */
@@ -110,8 +169,14 @@ push_target(struct async_chat *chat)
 	/* Set before the bytes go in: a bufferevent pair hands them to its
 	 * partner, and may run the write callback, inside the add itself. */
 	chat->output_busy = 1;
-	if (chat->head == NULL)
-		return async_chat__staging(chat);
+	if (chat->head == NULL) {
+		struct evbuffer *w = async_chat__staging(chat);
+
+		/* The stage's bytes come first. */
+		if (w != NULL && async_chat__stage_to(chat, w) < 0)
+			return NULL;
+		return w;
+	}
 	if (chat->tail->kind == FIFO_DATA)
 		return chat->tail->u.buf;
 	e = calloc(1, sizeof(*e));
@@ -133,7 +198,7 @@ push_target(struct async_chat *chat)
 static int
 push_done(struct async_chat *chat, int rc)
 {
-	if (rc == 0 && chat->ext != NULL)
+	if (rc == 0 && chat->ext != NULL && chat->ext->high != 0)
 		async_chat__check_high(chat);
 	if (async_chat__leave(chat) == 0 && rc < 0) {
 		errno = ENOMEM;
@@ -145,8 +210,23 @@ push_done(struct async_chat *chat, int rc)
 int
 async_chat_push(struct async_chat *chat, const void *data, size_t len)
 {
+	struct async_chat__ext *ext;
 	struct evbuffer *target;
+	char *p;
 
+	/* Inside a callback, with room in the stage: a copy.  (The
+	 * outermost frame moves the bytes on when it returns.) */
+	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
+	    chat->head == NULL && data != NULL && len > 0 &&
+	    len <= ext->stage_cap - ext->stage_len && !chat->closed &&
+	    !chat->close_queued && !chat->shut_queued) {
+		memcpy(ext->stage + ext->stage_len, data, len);
+		ext->stage_len += len;
+		chat->output_busy = 1;
+		if (ext->high != 0)
+			async_chat__check_high(chat);
+		return 0;
+	}
 	if (push_check(chat) < 0 || length_check(chat, len, 0) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
@@ -155,6 +235,14 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	}
 	if (len == 0)
 		return 0;
+	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
+	    (p = stage_room(chat, len)) != NULL) {
+		chat->output_busy = 1;
+		memcpy(p, data, len);
+		chat->ext->stage_len += len;
+		async_chat__enter(chat);
+		return push_done(chat, 0);
+	}
 	target = push_target(chat);
 	if (target == NULL) {
 		errno = ENOMEM;
@@ -188,6 +276,7 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 	unsigned char small[64], *hdr = small;
 	struct evbuffer *target;
 	ev_ssize_t n;
+	char *p;
 	int rc;
 
 	if (push_check(chat) < 0)
@@ -197,24 +286,39 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		return -1;
 	}
 	if (spec == NULL) {
+		/* The channel's own spec, checked when it was set. */
 		if (chat->fr.kind != ASYNC_CHAT_TERM_LENGTH) {
 			errno = EINVAL;
 			return -1;
 		}
 		spec = &chat->fr.lf->spec;
-	}
-	if (async_chat__length_field_check(spec) < 0)
+	} else if (async_chat__length_field_check(spec) < 0) {
 		return -1;
+	}
 	if (len > (size_t)EV_SSIZE_MAX - spec->offset - 10) {
 		errno = EMSGSIZE;
 		return -1;
+	}
+	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
+	    spec->offset <= STAGE_PUSH_MAX &&
+	    (p = stage_room(chat, spec->offset + 10 + len)) != NULL) {
+		/* The header is encoded in place, the payload after it. */
+		if ((n = async_chat__length_field_encode(spec, len, p,
+			 spec->offset + 10)) < 0)
+			return -1;
+		if (len > 0)
+			memcpy(p + n, data, len);
+		chat->output_busy = 1;
+		chat->ext->stage_len += (size_t)n + len;
+		async_chat__enter(chat);
+		return push_done(chat, 0);
 	}
 	if (spec->offset + 10 > sizeof(small) &&
 	    (hdr = malloc(spec->offset + 10)) == NULL) {
 		errno = ENOMEM;
 		return -1;
 	}
-	n = async_chat_length_field_encode(spec, len, hdr, spec->offset + 10);
+	n = async_chat__length_field_encode(spec, len, hdr, spec->offset + 10);
 	if (n < 0 || (target = push_target(chat)) == NULL) {
 		int saved = n < 0 ? errno : ENOMEM;
 
@@ -254,9 +358,28 @@ add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
 int
 async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 {
+	struct async_chat__ext *ext;
 	struct evbuffer *target;
 	size_t len;
+	char *p;
 
+	/* Inside a callback, a small buffer with room for it in the stage:
+	 * a copy and a drain. */
+	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
+	    chat->head == NULL && buf != NULL && !chat->closed &&
+	    !chat->close_queued && !chat->shut_queued &&
+	    (len = evbuffer_get_length(buf)) > 0 && len <= STAGE_PUSH_MAX &&
+	    len <= ext->stage_cap - ext->stage_len) {
+		const unsigned char *d = evbuffer_pullup(buf, (ev_ssize_t)len);
+
+		if (d != NULL) {
+			memcpy(ext->stage + ext->stage_len, d, len);
+			ext->stage_len += len;
+			chat->output_busy = 1;
+			async_chat__enter(chat);
+			return push_done(chat, evbuffer_drain(buf, len));
+		}
+	}
 	if (push_check(chat) < 0)
 		return -1;
 	if (buf == NULL) {
@@ -268,6 +391,19 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 		return 0;
 	if (length_check(chat, len, 0) < 0)
 		return -1;
+	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
+	    (p = stage_room(chat, len)) != NULL) {
+		/* A small buffer is copied: its chains are freed now. */
+		const unsigned char *d;
+
+		chat->output_busy = 1;
+		async_chat__enter(chat);
+		if ((d = evbuffer_pullup(buf, (ev_ssize_t)len)) == NULL)
+			return push_done(chat, -1);
+		memcpy(p, d, len);
+		chat->ext->stage_len += len;
+		return push_done(chat, evbuffer_drain(buf, len));
+	}
 	target = push_target(chat);
 	if (target == NULL) {
 		errno = ENOMEM;
@@ -934,7 +1070,9 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 		return 0;
 	/* Staged bytes were pushed before anything queued. */
 	if (async_chat__staged(chat) > 0 &&
-	    evbuffer_add_buffer(out, chat->ext->wbuf) < 0)
+	    ((chat->ext->wbuf != NULL &&
+		 evbuffer_add_buffer(out, chat->ext->wbuf) < 0) ||
+		async_chat__stage_to(chat, out) < 0))
 		return OUT_NOMEM;
 	chat->refilling = 1;
 	while (st == 0 && !chat->closed && (e = chat->head) != NULL) {

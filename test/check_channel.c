@@ -29,6 +29,12 @@ static const enum fx_kind every_kind[] = {
     FX_SOCKETPAIR, FX_PAIR, FX_PAIR_SYNC, FX_TCP4, FX_TCP6};
 static const enum fx_kind socket_kinds[] = {FX_SOCKETPAIR, FX_TCP4, FX_TCP6};
 
+static int
+socket_kinds_has(enum fx_kind k)
+{
+	return k == FX_SOCKETPAIR || k == FX_TCP4 || k == FX_TCP6;
+}
+
 /* Outside ck_assert: Check records every assertion it passes. */
 static int
 all_bytes(const char *p, size_t len, char want)
@@ -288,6 +294,87 @@ START_TEST(test_pause_in_collect_at_eof)
 	fx_end(&c);
 }
 END_TEST
+
+/* A socket channel reads up to in_buffer_size bytes a call once
+ * libevent's first read has run; libevent 2.1 reads 4,096 at most. */
+FX_TEST(test_read_up_to_in_buffer_size, socket_kinds[_i])
+{
+	static char big[12000];
+
+	memset(big, 'x', sizeof(big));
+	ck_assert_int_eq(async_chat_set_terminator_none(c->chat), 0);
+	fx_sends(c, "y"); /* libevent's read */
+	c->want = 1;
+	fx_run(c, fx_until_collected);
+	fx_send(c, big, sizeof(big));
+	c->want = 1 + sizeof(big);
+	fx_run(c, fx_until_collected);
+	ck_assert_uint_gt(c->f.max_collect, 4096);
+	ck_assert_uint_le(c->f.max_collect, ASYNC_CHAT_DEFAULT_BUFFER_SIZE);
+	/* in_buffer_size bounds each read */
+	ck_assert_int_eq(async_chat_set_in_buffer_size(c->chat, 5000), 0);
+	c->f.max_collect = 0;
+	fx_send(c, big, sizeof(big));
+	c->want = 1 + 2 * sizeof(big);
+	fx_run(c, fx_until_collected);
+	ck_assert_uint_le(c->f.max_collect, 5000);
+	ck_assert_uint_gt(c->f.max_collect, 4096);
+}
+
+static int output_adds;
+
+static void
+count_output_adds(struct evbuffer *b, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	(void)b;
+	(void)arg;
+	if (info->n_added > 0)
+		output_adds++;
+}
+
+static void
+echo_two_pushes(struct fx_chan *c, enum fx_cb which)
+{
+	if (which != FX_FOUND)
+		return;
+	ck_assert_int_eq(async_chat_push(c->chat, "ok", 2), 0);
+	ck_assert_int_eq(async_chat_push(c->chat, "\r\n", 2), 0);
+}
+
+/* Pushes inside callbacks reach a socket the channel made without going
+ * through the bufferevent's output, so libevent runs no callback for
+ * them; over a bufferevent pair they arrive in one add per callback. */
+FX_TEST(test_pushes_skip_the_output, every_kind[_i])
+{
+	struct evbuffer *out =
+	    bufferevent_get_output(async_chat_get_bufferevent(c->chat));
+	struct evbuffer_cb_entry *e;
+	char lines[100 * 3];
+	int i;
+
+	output_adds = 0;
+	e = evbuffer_add_cb(out, count_output_adds, NULL);
+	ck_assert_ptr_nonnull(e);
+	c->hook = echo_two_pushes;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	for (i = 0; i < 100; i++)
+		memcpy(lines + 3 * i, "x\r\n", 3);
+	fx_send(c, lines, sizeof(lines));
+	c->want = 100;
+	fx_run(c, fx_until_founds);
+	fx_run_got(c, 400);
+	if (socket_kinds_has(every_kind[_i]))
+		ck_assert_int_eq(output_adds, 0);
+	else
+		ck_assert_int_lt(output_adds, 100);
+	/* A push outside callbacks goes to the output at once. */
+	ck_assert_int_eq(async_chat_push(c->chat, "z", 1), 0);
+	ck_assert_int_eq(output_adds, socket_kinds_has(every_kind[_i]) ? 1 :
+	                     output_adds);
+	fx_run_got(c, 401);
+	evbuffer_remove_cb_entry(out, e);
+}
 
 FX_TEST(test_in_buffer_size_one, socket_kinds[_i])
 {
@@ -1905,6 +1992,10 @@ static void
 input_tests(TCase *tc)
 {
 	tcase_add_loop_test(tc, test_collect_mode, 0, N(every_kind));
+	tcase_add_loop_test(tc, test_read_up_to_in_buffer_size, 0,
+	    N(socket_kinds));
+	tcase_add_loop_test(tc, test_pushes_skip_the_output, 0,
+	    N(every_kind));
 	tcase_add_test(tc, test_message_mode);
 	tcase_add_test(tc, test_terminator_change_same_read);
 	tcase_add_test(tc, test_discard_in_collect);

@@ -3417,7 +3417,7 @@ END_TEST
 /* Held DATA from a length field's header: the header is gathered in the
  * framer, so its delivered bytes come from the framer's memory, and when
  * the same call took them from the span, that call's event counts them
- * in consumed. */
+ * in consumed.  A frame whole in the span comes in one DATA event. */
 START_TEST(test_length_header_held)
 {
 	struct async_chat_length_field lf = {.width = 2};
@@ -3426,18 +3426,45 @@ START_TEST(test_length_header_held)
 
 	ck_assert_ptr_nonnull(fr);
 	ck_assert_int_eq(async_chat_framer_set_terminator_length(fr, &lf), 0);
-	ck_assert_int_eq(async_chat_framer_next(fr, "\x00\x01" "a", 3, &ev),
+	ck_assert_int_eq(async_chat_framer_next(fr, "\x00\x02" "a", 3, &ev),
 	    ASYNC_CHAT_FRAMER_DATA);
 	ck_assert_int_eq(ev.held, 1);
 	ck_assert_uint_eq(ev.len, 2);
-	ck_assert_mem_eq(ev.data, "\x00\x01", 2);
+	ck_assert_mem_eq(ev.data, "\x00\x02", 2);
 	ck_assert_uint_eq(ev.consumed, 2);
 	ck_assert_int_eq(async_chat_framer_next(fr, "a", 1, &ev),
 	    ASYNC_CHAT_FRAMER_DATA);
 	ck_assert_int_eq(ev.held, 0);
 	ck_assert_uint_eq(ev.consumed, 1);
+	ck_assert_int_eq(async_chat_framer_next(fr, "b", 1, &ev),
+	    ASYNC_CHAT_FRAMER_DATA);
+	ck_assert_uint_eq(ev.consumed, 1);
 	ck_assert_int_eq(async_chat_framer_next(fr, NULL, 0, &ev),
 	    ASYNC_CHAT_FRAMER_END);
+	/* whole in the span: header and body at once, from the span */
+	ck_assert_int_eq(async_chat_framer_next(fr, "\x00\x01" "z", 3, &ev),
+	    ASYNC_CHAT_FRAMER_DATA);
+	ck_assert_int_eq(ev.held, 0);
+	ck_assert_uint_eq(ev.len, 3);
+	ck_assert_mem_eq(ev.data, "\x00\x01" "z", 3);
+	ck_assert_uint_eq(ev.consumed, 3);
+	ck_assert_int_eq(async_chat_framer_next(fr, NULL, 0, &ev),
+	    ASYNC_CHAT_FRAMER_END);
+	/* stripped: the header is consumed without a byte handed out */
+	lf.strip = ASYNC_CHAT_STRIP_HEADER;
+	ck_assert_int_eq(async_chat_framer_set_terminator_length(fr, &lf), 0);
+	ck_assert_int_eq(async_chat_framer_next(fr, "\x00\x01" "y", 3, &ev),
+	    ASYNC_CHAT_FRAMER_DATA);
+	ck_assert_uint_eq(ev.len, 1);
+	ck_assert_mem_eq(ev.data, "y", 1);
+	ck_assert_uint_eq(ev.consumed, 3);
+	ck_assert_int_eq(async_chat_framer_next(fr, NULL, 0, &ev),
+	    ASYNC_CHAT_FRAMER_END);
+	ck_assert_int_eq(async_chat_framer_next(fr, "\x00\x00", 2, &ev),
+	    ASYNC_CHAT_FRAMER_END);
+	ck_assert_uint_eq(ev.consumed, 2);
+	lf.strip = 0;
+	ck_assert_int_eq(async_chat_framer_set_terminator_length(fr, &lf), 0);
 	/* gathered over two calls: the second call's event */
 	ck_assert_int_eq(async_chat_framer_next(fr, "\x00", 1, &ev),
 	    ASYNC_CHAT_FRAMER_NEED_MORE);

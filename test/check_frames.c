@@ -714,6 +714,60 @@ START_TEST(test_read_timeout_resumes)
 }
 END_TEST
 
+/* Set after bytes have come, when the channel reads its socket itself,
+ * a read timeout hands reading back to libevent at the next read, and
+ * then fires; so does a rate limit, which libevent's reads honour. */
+START_TEST(test_read_timeout_set_later)
+{
+	struct timeval tv = {0, 20000};
+	struct t t;
+
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
+	peer_send(&t, "a\n", 2);
+	wait_frames(&t, 1);
+	peer_send(&t, "b\n", 2);
+	wait_frames(&t, 2);
+	ck_assert_int_eq(bufferevent_set_timeouts(
+	                     async_chat_get_bufferevent(t.chat), &tv, NULL),
+	    0);
+	peer_send(&t, "c\n", 2);
+	wait_frames(&t, 3);
+	wait_errors(&t, 1);
+	ck_assert_int_eq(t.f.last_error, ETIMEDOUT);
+	ck_assert_int_eq(async_chat_reading_paused(t.chat), 1);
+	t_done(&t);
+}
+END_TEST
+
+START_TEST(test_rate_limit_set_later)
+{
+	struct timeval tick = {0, 10000};
+	struct ev_token_bucket_cfg *cfg;
+	struct t t;
+
+	t_open(&t, 0);
+	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
+	peer_send(&t, "a\n", 2);
+	wait_frames(&t, 1);
+	peer_send(&t, "b\n", 2);
+	wait_frames(&t, 2);
+	/* 4 bytes a tick: libevent's reads take them 4 at a time */
+	cfg = ev_token_bucket_cfg_new(4, 4, 4096, 4096, &tick);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(bufferevent_set_rate_limit(
+	                     async_chat_get_bufferevent(t.chat), cfg), 0);
+	peer_send(&t, "cccccccccc\n", 11);
+	wait_frames(&t, 3);
+	ck_assert(tu_frame_is(&t.f, 2, "cccccccccc"));
+	ck_assert_uint_le(t.f.max_collect, 4);
+	ck_assert_int_eq(bufferevent_set_rate_limit(
+	                     async_chat_get_bufferevent(t.chat), NULL), 0);
+	t_done(&t);
+	ev_token_bucket_cfg_free(cfg);
+}
+END_TEST
+
 /*
  * Lengths that cannot be queued
  */
@@ -1621,6 +1675,8 @@ frames_suite(void)
 
 	tc = tcase_create("lifecycle");
 	tcase_add_test(tc, test_read_timeout_resumes);
+	tcase_add_test(tc, test_read_timeout_set_later);
+	tcase_add_test(tc, test_rate_limit_set_later);
 	tcase_add_test(tc, test_push_lengths);
 	tcase_add_test(tc, test_close_then_base_free);
 	tcase_add_loop_test(tc, test_reference_cleanup_calls, 0, CL_N);

@@ -4,7 +4,9 @@
 # pkg-config, linked shared and static, then with CMake's
 # find_package(asynchat CONFIG) (test/consumer/CMakeLists.txt), against
 # libasynchat.so and with ASYNCHAT_USE_STATIC_LIBS against libasynchat.a,
-# and runs all four.  Then checks that make uninstall leaves no file.
+# and runs all four; and test/consumer/threads_consumer.c, which posts
+# from another thread, with pkg-config asynchat-threads and CMake's
+# asynchat::threads.  Then checks that make uninstall leaves no file.
 #   usage: test/install-test.sh BUILD_DIR
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,17 @@ cc -Wall -Wextra -Werror -Wno-unused-parameter -o consumer-shared consumer.c \
 LD_LIBRARY_PATH="$stage$libdir" ./consumer-shared
 LD_LIBRARY_PATH="$stage$libdir" ldd ./consumer-shared |
 	grep -q "$stage$libdir/libasynchat.so"
+
+# A threaded consumer: pkg-config asynchat-threads adds libevent_pthreads;
+# asynchat alone does not.
+pkg-config --libs asynchat | grep -v -q event_pthreads ||
+	{ echo "asynchat.pc links libevent_pthreads" >&2; exit 1; }
+echo "pkg-config --cflags --libs asynchat-threads: $(pkg-config --cflags --libs asynchat-threads)"
+cp "$src/test/consumer/threads_consumer.c" .
+# shellcheck disable=SC2046
+cc -Wall -Wextra -Werror -Wno-unused-parameter -o threads-consumer \
+	threads_consumer.c $(pkg-config --cflags --libs asynchat-threads)
+LD_LIBRARY_PATH="$stage$libdir" ./threads-consumer
 
 # shellcheck disable=SC2046
 cc -Wall -Wextra -Werror -Wno-unused-parameter -static -o consumer-static \
@@ -83,6 +96,7 @@ for kind in shared static; do
 	fi
 	echo "cmake $kind: $(grep -o 'asynchat [0-9.]* from .*' "cmake-$kind.log")"
 	LD_LIBRARY_PATH="$stage$libdir" "./cmake-$kind/consumer"
+	LD_LIBRARY_PATH="$stage$libdir" "./cmake-$kind/threads_consumer"
 done
 LD_LIBRARY_PATH="$stage$libdir" ldd ./cmake-shared/consumer |
 	grep -q "$stage$libdir/libasynchat.so" ||
