@@ -1,32 +1,50 @@
 /*
  * server_asynchat.c - the echo servers of the benchmark, written on
- * libasynchat the way its header suggests.  127.0.0.1 only.
+ * libasynchat the way its header suggests, as a new user would write
+ * them: nothing here is tuned to the benchmark.  127.0.0.1 only.
  *
- *   usage: server_asynchat [-p port] [-m lines|counted|bulk|idle] [-M]
+ *   usage: server_asynchat [-p port] [-m lines|length|bulk|idle] [-M]
  *                          [-x conns] [-r conns]
  *
- *   lines    terminator "\r\n"; each line is pushed back with "\r\n";
- *   counted  a "<len>\r\n" header (pushed back as it came), then
- *            async_chat_set_terminator_count(len) for the body, which is
- *            pushed back when found_terminator says it is complete;
+ *   lines    terminator "\r\n"; each line is pushed back, then "\r\n"
+ *            (two pushes);
+ *   length   frames of a 4-byte big-endian body length and the body (as
+ *            loadgen -m length sends them), framed by the length-field
+ *            kind, async_chat_set_terminator_length();
  *   bulk     the none terminator; what is collected is pushed back;
  *   idle     a channel per connection with terminator "\r\n" and nothing
  *            else, for the memory measurement (with -r).
  *
+ * Collect mode (the default): collect_incoming_data copies the pieces
+ * into the connection's buffer, as an asynchat user would, and
+ * found_terminator echoes the frame:
+ *   lines    async_chat_push(buf, len), then async_chat_push("\r\n", 2);
+ *   length   the spec { .width = 4, .strip = 4 } delivers the body alone
+ *            (the header is the framing, not the message), and
+ *            async_chat_push_length_prefixed(chat, NULL, buf, len) sends
+ *            it back framed by the channel's own spec.
+ *
  *   -M  message mode: no collect_incoming_data; found_terminator moves the
  *       frame out of async_chat_incoming() with async_chat_push_buffer()
- *       (no copy).  Without -M (collect mode) collect_incoming_data copies
- *       the pieces into the connection's buffer and found_terminator pushes
- *       a copy of it, as an asynchat user would.  Message mode cannot
- *       serve bulk: under the none terminator found_terminator never runs,
- *       so nothing would ever tell the server that bytes arrived.
- *   -x N  exit cleanly after N connections have closed (for valgrind).
+ *       (no copy beyond what that call does):
+ *   lines    async_chat_push_buffer(chat, async_chat_incoming(chat)), then
+ *            async_chat_push("\r\n", 2);
+ *   length   the spec { .width = 4 } keeps the header in the frame, so
+ *            the frame goes back as it came with one
+ *            async_chat_push_buffer(chat, async_chat_incoming(chat)).
+ *       Message mode cannot serve bulk: under the none terminator
+ *       found_terminator never runs, so nothing would ever tell the server
+ *       that bytes arrived.
+ *   -x N  exit cleanly after N connections have closed (for callgrind and
+ *       strace runs).
  *   -r N  once N connections are open, print the resident and heap bytes
  *       they added ("mem ..." line) and exit.
  *
- * It prints "listening on 127.0.0.1:PORT" when ready, and on exit the
- * number of frames it echoed ("frames N", bulk: "bytes N") on stderr.
- * SIGINT and SIGTERM end it cleanly.
+ * Channels keep the library's defaults (in_buffer_size and
+ * out_buffer_size 64 KiB, no frame bound).  It prints "listening on
+ * 127.0.0.1:PORT" when ready, and on exit the number of frames it echoed
+ * ("frames N", bulk: "bytes N") on stderr.  SIGINT and SIGTERM end it
+ * cleanly.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,7 +64,7 @@
 
 #include <asynchat.h>
 
-enum mode { M_LINES, M_COUNTED, M_BULK, M_IDLE };
+enum mode { M_LINES, M_LENGTH, M_BULK, M_IDLE };
 
 static enum mode mode = M_LINES;
 static int message_mode;
@@ -63,7 +81,6 @@ struct client {
 	struct async_chat *chat;
 	char *buf; /* collect mode: the frame so far */
 	size_t len, cap;
-	int in_body; /* counted: 0 reading the header, 1 the body */
 	struct client *prev, *next;
 };
 
@@ -100,71 +117,38 @@ collect(struct async_chat *chat, const char *data, size_t len, void *arg)
 	c->len += len;
 }
 
-/* Push the collected frame and "\r\n" with one copy. */
-static int
-push_frame_crlf(struct async_chat *chat, struct client *c)
-{
-	if (reserve(c, 2) < 0)
-		return -1;
-	memcpy(c->buf + c->len, "\r\n", 2);
-	if (async_chat_push(chat, c->buf, c->len + 2) < 0)
-		return -1;
-	c->len = 0;
-	return 0;
-}
-
-/* A header: 1 to 10 decimal digits, 1 to 1 GiB. */
-static uint64_t
-parse_len(const char *s, size_t n)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	if (n == 0 || n > 10)
-		return 0;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return 0;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	return v <= ((uint64_t)1 << 30) ? v : 0;
-}
+/* The length frames: a 4-byte big-endian body length, then the body;
+ * collect mode gets the body alone, message mode the whole frame. */
+static const struct async_chat_length_field length_body = {
+	.width = 4, .strip = 4};
+static const struct async_chat_length_field length_frame = {.width = 4};
 
 /* Collect mode. */
 
 static void
 found_line(struct async_chat *chat, void *arg)
 {
-	if (push_frame_crlf(chat, arg) < 0) {
-		async_chat_close(chat);
-		return;
-	}
-	frames++;
-}
-
-static void
-found_counted(struct async_chat *chat, void *arg)
-{
 	struct client *c = arg;
 
-	if (!c->in_body) {
-		uint64_t n = parse_len(c->buf, c->len);
-
-		if (n == 0 || push_frame_crlf(chat, c) < 0) {
-			async_chat_close(chat);
-			return;
-		}
-		async_chat_set_terminator_count(chat, n);
-		c->in_body = 1;
-		return;
-	}
-	if (async_chat_push(chat, c->buf, c->len) < 0) {
+	if (async_chat_push(chat, c->buf, c->len) < 0 ||
+	    async_chat_push(chat, "\r\n", 2) < 0) {
 		async_chat_close(chat);
 		return;
 	}
 	c->len = 0;
-	async_chat_set_terminator(chat, "\r\n", 2);
-	c->in_body = 0;
+	frames++;
+}
+
+static void
+found_length(struct async_chat *chat, void *arg)
+{
+	struct client *c = arg;
+
+	if (async_chat_push_length_prefixed(chat, NULL, c->buf, c->len) < 0) {
+		async_chat_close(chat);
+		return;
+	}
+	c->len = 0;
 	frames++;
 }
 
@@ -194,35 +178,13 @@ found_line_msg(struct async_chat *chat, void *arg)
 }
 
 static void
-found_counted_msg(struct async_chat *chat, void *arg)
+found_length_msg(struct async_chat *chat, void *arg)
 {
-	struct client *c = arg;
-	struct evbuffer *in = async_chat_incoming(chat);
-
-	if (!c->in_body) {
-		char hdr[16];
-		size_t n = evbuffer_get_length(in);
-		uint64_t len;
-
-		if (n > 10)
-			n = 11; /* too long: parse_len refuses it */
-		evbuffer_copyout(in, hdr, n);
-		len = parse_len(hdr, n);
-		if (len == 0 || async_chat_push_buffer(chat, in) < 0 ||
-		    async_chat_push(chat, "\r\n", 2) < 0) {
-			async_chat_close(chat);
-			return;
-		}
-		async_chat_set_terminator_count(chat, len);
-		c->in_body = 1;
-		return;
-	}
-	if (async_chat_push_buffer(chat, in) < 0) {
+	(void)arg;
+	if (async_chat_push_buffer(chat, async_chat_incoming(chat)) < 0) {
 		async_chat_close(chat);
 		return;
 	}
-	async_chat_set_terminator(chat, "\r\n", 2);
-	c->in_body = 0;
 	frames++;
 }
 
@@ -265,7 +227,7 @@ static const struct async_chat_handlers handlers[2][4] = {
 		.found_terminator = found_line,
 		.handle_free = client_free},
 	    {.collect_incoming_data = collect,
-		.found_terminator = found_counted,
+		.found_terminator = found_length,
 		.handle_free = client_free},
 	    {.collect_incoming_data = collect_bulk,
 		.handle_free = client_free},
@@ -273,7 +235,7 @@ static const struct async_chat_handlers handlers[2][4] = {
 		.handle_free = client_free}},
 	{ /* message mode */
 	    {.found_terminator = found_line_msg, .handle_free = client_free},
-	    {.found_terminator = found_counted_msg,
+	    {.found_terminator = found_length_msg,
 		.handle_free = client_free},
 	    {.handle_free = client_free}, /* refused in main() */
 	    {.handle_free = client_free}},
@@ -323,7 +285,7 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 {
 	struct client *c = NULL;
 	struct async_chat *chat;
-	int one = 1;
+	int one = 1, rc;
 
 	(void)l;
 	(void)addr;
@@ -342,15 +304,22 @@ handle_accept(struct async_chat_listener *l, evutil_socket_t fd,
 	}
 	open_conns++;
 	if (mode == M_BULK)
-		async_chat_set_terminator_none(chat);
+		rc = async_chat_set_terminator_none(chat);
+	else if (mode == M_LENGTH)
+		rc = async_chat_set_terminator_length(chat,
+		    message_mode ? &length_frame : &length_body);
 	else
-		async_chat_set_terminator(chat, "\r\n", 2);
+		rc = async_chat_set_terminator(chat, "\r\n", 2);
 	if (c != NULL) {
 		c->chat = chat;
 		c->next = clients;
 		if (clients != NULL)
 			clients->prev = c;
 		clients = c;
+	}
+	if (rc < 0) {
+		async_chat_close(chat); /* runs client_free */
+		return;
 	}
 	if (report_at > 0 && open_conns == report_at) {
 		report_memory();
@@ -370,7 +339,7 @@ static void
 usage(const char *argv0)
 {
 	fprintf(stderr,
-	    "usage: %s [-p port] [-m lines|counted|bulk|idle] [-M] "
+	    "usage: %s [-p port] [-m lines|length|bulk|idle] [-M] "
 	    "[-x conns] [-r conns]\n",
 	    argv0);
 	exit(2);
@@ -394,8 +363,8 @@ main(int argc, char **argv)
 		case 'm':
 			if (strcmp(optarg, "lines") == 0)
 				mode = M_LINES;
-			else if (strcmp(optarg, "counted") == 0)
-				mode = M_COUNTED;
+			else if (strcmp(optarg, "length") == 0)
+				mode = M_LENGTH;
 			else if (strcmp(optarg, "bulk") == 0)
 				mode = M_BULK;
 			else if (strcmp(optarg, "idle") == 0)

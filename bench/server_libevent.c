@@ -1,20 +1,32 @@
 /*
  * server_libevent.c - the benchmark's reference: the same echo servers as
- * server_asynchat.c, hand-written on plain libevent the way a careful
- * libevent user would write them.  127.0.0.1 only.
+ * server_asynchat.c, hand-written on plain libevent at their leanest, the
+ * least a careful libevent user would do.  127.0.0.1 only.
  *
- *   usage: server_libevent [-p port] [-m lines|counted|bulk|idle]
+ *   usage: server_libevent [-p port] [-m lines|length|bulk|idle]
  *                          [-x conns] [-r conns]
  *
- * The read callback finds frames with evbuffer_search(), moves each one
- * out of the input with evbuffer_remove_buffer() into the connection's
- * frame buffer (where a real server would look at it) and echoes it with
- * evbuffer_add_buffer(), so no payload byte is copied in user space except
- * where libevent copies the tail of a partly used chain.  A counted body
- * is taken once it is complete.  Bulk moves the whole input to the output.
- * The bufferevent reads and writes up to 64 KiB at a time, as libasynchat
- * sets its own.  Options and output are as in server_asynchat.c; idle
- * makes a bare bufferevent per connection, reading enabled, nothing else.
+ *   lines    "\r\n"-terminated lines: per line one evbuffer_search() for
+ *            "\r\n" and one evbuffer_remove_buffer() of the line and its
+ *            terminator straight into the output;
+ *   length   frames of a 4-byte big-endian body length and the body (as
+ *            loadgen -m length sends them): evbuffer_copyout() of the 4
+ *            header bytes, and once header and body are all in, one
+ *            evbuffer_remove_buffer() of the whole frame into the output;
+ *            a length above 1 GiB closes the connection;
+ *   bulk     the whole input moved to the output (evbuffer_add_buffer());
+ *   idle     a bare bufferevent per connection, reading enabled, nothing
+ *            else (the memory measurement, with -r).
+ *
+ * No payload byte is copied in user space except where libevent copies
+ * the tail of a partly used chain.  The bufferevent reads and writes up
+ * to 64 KiB at a time, as a libasynchat channel does with its default
+ * in_buffer_size and out_buffer_size.  Options and output are as in
+ * server_asynchat.c: -x N exits cleanly after N connections have closed
+ * (for callgrind and strace runs), -r N prints the "mem ..." line once N
+ * connections are open and exits; "listening on 127.0.0.1:PORT" when
+ * ready, "frames N" (bulk: "bytes N") on stderr at exit; SIGINT and
+ * SIGTERM end it cleanly.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -34,7 +46,10 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-enum mode { M_LINES, M_COUNTED, M_BULK, M_IDLE };
+enum mode { M_LINES, M_LENGTH, M_BULK, M_IDLE };
+
+/* The largest body a length frame may announce. */
+#define LENGTH_MAX ((uint32_t)1 << 30)
 
 static enum mode mode = M_LINES;
 static long exit_after, report_at;
@@ -45,9 +60,8 @@ static size_t rss0, heap0;
 
 struct client {
 	struct bufferevent *bev;
-	struct evbuffer *frame;
-	int in_body;
-	size_t need; /* counted: body bytes */
+	size_t need; /* length: the frame's bytes, header included; 0 before
+		      * its header is in */
 	struct client *prev, *next;
 };
 
@@ -72,32 +86,18 @@ client_free(struct client *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	bufferevent_free(c->bev);
-	evbuffer_free(c->frame);
 	free(c);
 	conn_closed();
 }
 
-/* A header: 1 to 10 decimal digits, 1 to 1 GiB. */
-static uint64_t
-parse_len(const char *s, size_t n)
-{
-	uint64_t v = 0;
-	size_t i;
-
-	if (n == 0 || n > 10)
-		return 0;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return 0;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	return v <= ((uint64_t)1 << 30) ? v : 0;
-}
-
+/*
+ * Lines: per line one evbuffer_search() and one evbuffer_remove_buffer()
+ * of the line and its "\r\n" straight into the output.  Each search starts
+ * at the front: the line before it has just been taken out.
+ */
 static void
 read_lines(struct bufferevent *bev, void *arg)
 {
-	struct client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer *out = bufferevent_get_output(bev);
 
@@ -106,55 +106,49 @@ read_lines(struct bufferevent *bev, void *arg)
 
 		if (p.pos < 0)
 			break;
-		if (evbuffer_remove_buffer(in, c->frame, (size_t)p.pos) < 0 ||
-		    evbuffer_drain(in, 2) < 0 ||
-		    evbuffer_add_buffer(out, c->frame) < 0 ||
-		    evbuffer_add(out, "\r\n", 2) < 0) {
-			client_free(c);
+		if (evbuffer_remove_buffer(in, out, (size_t)p.pos + 2) < 0) {
+			client_free(arg);
 			return;
 		}
 		frames++;
 	}
 }
 
+/*
+ * Length frames: a 4-byte big-endian body length, then the body.  The
+ * header is read with evbuffer_copyout() once 4 bytes are in (and kept in
+ * c->need while the body arrives); once header and body are all in, one
+ * evbuffer_remove_buffer() moves the whole frame into the output.
+ */
 static void
-read_counted(struct bufferevent *bev, void *arg)
+read_length(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer *out = bufferevent_get_output(bev);
 
 	for (;;) {
-		if (!c->in_body) {
-			struct evbuffer_ptr p =
-			    evbuffer_search(in, "\r\n", 2, NULL);
-			char hdr[16];
+		size_t have = evbuffer_get_length(in);
 
-			if (p.pos < 0) {
-				if (evbuffer_get_length(in) > 12)
-					goto bad;
+		if (c->need == 0) {
+			unsigned char h[4];
+			uint32_t n;
+
+			if (have < 4)
 				return;
-			}
-			if (p.pos > 10)
+			evbuffer_copyout(in, h, 4);
+			n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 |
+			    (uint32_t)h[2] << 8 | h[3];
+			if (n > LENGTH_MAX)
 				goto bad;
-			evbuffer_copyout(in, hdr, (size_t)p.pos);
-			c->need = parse_len(hdr, (size_t)p.pos);
-			if (c->need == 0)
-				goto bad;
-			if (evbuffer_remove_buffer(in, c->frame,
-				(size_t)p.pos + 2) < 0 ||
-			    evbuffer_add_buffer(out, c->frame) < 0)
-				goto bad;
-			c->in_body = 1;
-		} else {
-			if (evbuffer_get_length(in) < c->need)
-				return;
-			if (evbuffer_remove_buffer(in, c->frame, c->need) < 0 ||
-			    evbuffer_add_buffer(out, c->frame) < 0)
-				goto bad;
-			c->in_body = 0;
-			frames++;
+			c->need = 4 + (size_t)n;
 		}
+		if (have < c->need)
+			return;
+		if (evbuffer_remove_buffer(in, out, c->need) < 0)
+			goto bad;
+		c->need = 0;
+		frames++;
 	}
 bad:
 	client_free(c);
@@ -241,7 +235,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
     struct sockaddr *addr, int addrlen, void *arg)
 {
 	static const bufferevent_data_cb readers[] = {
-		read_lines, read_counted, read_bulk
+		read_lines, read_length, read_bulk
 	};
 	struct bufferevent *bev;
 	struct client *c;
@@ -263,8 +257,7 @@ accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		bufferevent_enable(bev, EV_READ | EV_WRITE);
 	} else {
 		c = calloc(1, sizeof(*c));
-		if (c == NULL || (c->frame = evbuffer_new()) == NULL) {
-			free(c);
+		if (c == NULL) {
 			bufferevent_free(bev);
 			conn_closed();
 			return;
@@ -297,7 +290,7 @@ static void
 usage(const char *argv0)
 {
 	fprintf(stderr,
-	    "usage: %s [-p port] [-m lines|counted|bulk|idle] [-x conns] "
+	    "usage: %s [-p port] [-m lines|length|bulk|idle] [-x conns] "
 	    "[-r conns]\n",
 	    argv0);
 	exit(2);
@@ -322,8 +315,8 @@ main(int argc, char **argv)
 		case 'm':
 			if (strcmp(optarg, "lines") == 0)
 				mode = M_LINES;
-			else if (strcmp(optarg, "counted") == 0)
-				mode = M_COUNTED;
+			else if (strcmp(optarg, "length") == 0)
+				mode = M_LENGTH;
 			else if (strcmp(optarg, "bulk") == 0)
 				mode = M_BULK;
 			else if (strcmp(optarg, "idle") == 0)
