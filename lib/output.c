@@ -1109,8 +1109,9 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 		}
 	}
 	chat->refilling = 0;
+	/* A producer's free() may have pushed: its bytes wait in the stage. */
 	if (!chat->closed && chat->head == NULL && chat->output_busy &&
-	    evbuffer_get_length(out) == 0)
+	    evbuffer_get_length(out) == 0 && async_chat__staged(chat) == 0)
 		st |= OUT_DRAINED;
 	return st & ~(unsigned)OUT_FULL;
 }
