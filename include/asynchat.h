@@ -69,10 +69,8 @@
  * From a loop callback (a read, a write, a timer, a post), on a socket
  * given to (or made by) async_chat_new(), they are written to
  * the socket at once with one system call when the bufferevent's output
- * holds nothing older (the read loop also sends each 4 KiB of small
- * answers as soon as they are staged, so that the peer has its first
- * answers while the rest of a large read is framed); what the socket
- * does not take goes to the output, where libevent writes it.  Elsewhere (a pair, TLS, a filter, a call
+ * holds nothing older; what the socket does not take goes to the output,
+ * where libevent writes it.  Elsewhere (a pair, TLS, a filter, a call
  * made outside the channel's callbacks) they are added to the output.
  * Bytes pushed inside a callback are therefore not yet in the
  * bufferevent's output buffer while the callback runs;

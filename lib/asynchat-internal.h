@@ -83,7 +83,6 @@ struct async_chat__ext {
 	 * which a direct write sends as they are. */
 	char *stage;
 	size_t stage_len, stage_cap;
-	uint8_t early_sent;        /* the read loop sent staged bytes */
 	/* A socket of the channel's own is read by the channel itself, up
 	 * to in_buffer_size bytes a call, once libevent's first read shows
 	 * nothing on the bufferevent that needs libevent's reading. */

@@ -206,25 +206,6 @@ sent_all(struct async_chat *chat)
 }
 
 #define STAGE_KEEP 16384 /* bytes of flat stage kept between bursts */
-#define STAGE_EARLY 4096 /* staged bytes the read loop sends at once */
-
-/* Inside the read loop, between frames: once the stage holds
- * STAGE_EARLY bytes, send them now, so that the peer has its first
- * answers while the rest of a big read is framed.  What a write callback
- * would do waits for the loop's end (early_sent). */
-static void
-write_early(struct async_chat *chat)
-{
-	struct async_chat__ext *ext = chat->ext;
-
-	if ((ext->wbuf != NULL && evbuffer_get_length(ext->wbuf) > 0) ||
-	    !direct_ok(chat))
-		return;
-	if (write_stage(chat) < 0)
-		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
-	else
-		ext->early_sent = 1;
-}
 
 /* The outermost frame returns: move the staged bytes on. */
 static void
@@ -237,15 +218,8 @@ flush_staged(struct async_chat *chat)
 		int wb = ext->wbuf != NULL && evbuffer_get_length(ext->wbuf) > 0;
 		int rc;
 
-		if (!wb && ext->stage_len == 0) {
-			if (ext->early_sent) {
-				ext->early_sent = 0;
-				if (evbuffer_get_length(bufferevent_get_output(
-					chat->bev)) == 0)
-					sent_all(chat);
-			}
+		if (!wb && ext->stage_len == 0)
 			break;
-		}
 		if (guard < 15 && direct_ok(chat)) {
 			rc = wb ? write_wbuf(chat) : write_stage(chat);
 			if (rc == 1) {
@@ -278,8 +252,7 @@ flush_staged(struct async_chat *chat)
 int
 async_chat__leave(struct async_chat *chat)
 {
-	if (chat->depth == 1 && !chat->closed && chat->ext != NULL &&
-	    (async_chat__staged(chat) > 0 || chat->ext->early_sent))
+	if (chat->depth == 1 && !chat->closed && async_chat__staged(chat) > 0)
 		flush_staged(chat);
 	if (--chat->depth == 0) {
 		chat->loop_cb = 0;
@@ -950,9 +923,6 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 				pos += async_chat__framer_end(&chat->fr,
 				    &ev.matched);
 				next = on_end(chat, &ev);
-				if (next == READ_ON && chat->ext != NULL &&
-				    chat->ext->stage_len >= STAGE_EARLY)
-					write_early(chat);
 				continue;
 			}
 			kind = async_chat_framer_next(&chat->fr,

@@ -376,39 +376,6 @@ FX_TEST(test_pushes_skip_the_output, every_kind[_i])
 	evbuffer_remove_cb_entry(out, e);
 }
 
-static size_t early_pending_at_60;
-
-static void
-echo_100_bytes(struct fx_chan *c, enum fx_cb which)
-{
-	static const char reply[100] = {0};
-
-	if (which != FX_FOUND)
-		return;
-	ck_assert_int_eq(async_chat_push(c->chat, reply, sizeof(reply)), 0);
-	if (c->f.founds == 60)
-		early_pending_at_60 = async_chat_output_pending(c->chat);
-}
-
-/* On a socket of the channel's own, the read loop sends each 4 KiB of
- * answers as they are staged: by the 60th of 100 frames of one read,
- * 6,000 bytes have been pushed and fewer are pending. */
-FX_TEST(test_answers_leave_early, socket_kinds[_i])
-{
-	char lines[100 * 3];
-	int i;
-
-	c->hook = echo_100_bytes;
-	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
-	for (i = 0; i < 100; i++)
-		memcpy(lines + 3 * i, "x\r\n", 3);
-	fx_send(c, lines, sizeof(lines));
-	c->want = 100;
-	fx_run(c, fx_until_founds);
-	ck_assert_uint_lt(early_pending_at_60, 6000);
-	fx_run_got(c, 10000);
-}
-
 FX_TEST(test_in_buffer_size_one, socket_kinds[_i])
 {
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat),
@@ -2029,7 +1996,6 @@ input_tests(TCase *tc)
 	    N(socket_kinds));
 	tcase_add_loop_test(tc, test_pushes_skip_the_output, 0,
 	    N(every_kind));
-	tcase_add_loop_test(tc, test_answers_leave_early, 0, N(socket_kinds));
 	tcase_add_test(tc, test_message_mode);
 	tcase_add_test(tc, test_terminator_change_same_read);
 	tcase_add_test(tc, test_discard_in_collect);
