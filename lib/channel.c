@@ -237,8 +237,15 @@ flush_staged(struct async_chat *chat)
 			evbuffer_add_buffer(bufferevent_get_output(chat->bev),
 			    ext->wbuf) < 0) ||
 		    async_chat__stage_to(chat,
-			bufferevent_get_output(chat->bev)) < 0)
-			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+			bufferevent_get_output(chat->bev)) < 0) {
+			/* The bytes stay staged.  An API call runs no
+			 * handler: the loop tries again, and reports a
+			 * failure there. */
+			if (chat->loop_cb)
+				async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+			else
+				async_chat__defer(chat, DEFER_WRITE);
+		}
 		break;
 	}
 	if (!chat->closed && ext->stage_len == 0 &&
