@@ -340,6 +340,8 @@ async_chat__refill(struct async_chat *chat, int from_loop)
 	 * goes on if the handler keeps the channel. */
 	for (guard = 0; !chat->closed && guard < 64; guard++) {
 		st = async_chat__output_fill(chat, from_loop);
+		if (chat->closed)
+			break; /* a producer's more() or free() closed it */
 		if (st & OUT_NOMEM) {
 			async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
 			break;

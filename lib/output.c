@@ -1068,14 +1068,20 @@ async_chat__output_fill(struct async_chat *chat, int pull)
 
 	if (chat->refilling || chat->closed)
 		return 0;
-	/* Staged bytes were pushed before anything queued. */
-	if (async_chat__staged(chat) > 0 &&
-	    ((chat->ext->wbuf != NULL &&
-		 evbuffer_add_buffer(out, chat->ext->wbuf) < 0) ||
-		async_chat__stage_to(chat, out) < 0))
-		return OUT_NOMEM;
 	chat->refilling = 1;
-	while (st == 0 && !chat->closed && (e = chat->head) != NULL) {
+	while (st == 0 && !chat->closed) {
+		/* Staged bytes were pushed before anything still queued:
+		 * pushes made with the queue empty (a producer's free(), a
+		 * marker or producer queued inside more()) go first. */
+		if (async_chat__staged(chat) > 0 &&
+		    ((chat->ext->wbuf != NULL &&
+			 evbuffer_add_buffer(out, chat->ext->wbuf) < 0) ||
+			async_chat__stage_to(chat, out) < 0)) {
+			st = OUT_NOMEM;
+			break;
+		}
+		if ((e = chat->head) == NULL)
+			break;
 		if (e->kind == FIFO_DATA) {
 			if (evbuffer_add_buffer(out, e->u.buf) < 0) {
 				st = OUT_NOMEM;
