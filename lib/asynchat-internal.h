@@ -8,6 +8,14 @@
 #include "asynchat.h"
 #include "framer.h"
 
+/* Keeps a slow path out of its caller's fast one, so that the fast one
+ * saves no registers it does not use. */
+#if defined(__GNUC__) || defined(__clang__)
+#define ASYNC_CHAT__NOINLINE __attribute__((noinline))
+#else
+#define ASYNC_CHAT__NOINLINE
+#endif
+
 enum fifo_kind {
 	FIFO_DATA,     /* bytes waiting behind a producer */
 	FIFO_PRODUCER,

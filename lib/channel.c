@@ -925,13 +925,33 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 				ev.len = flen;
 				ev.held = 0;
 				pos += flen;
-				if (flen > 0 &&
-				    (next = on_data(chat, in, &ev, &pos)) !=
-					READ_ON)
+				if (flen == 0) {
+					/* nothing to hand over */
+				} else if (chat->h->collect_incoming_data ==
+					       NULL &&
+				    flen <= MESSAGE_COPY_MAX) {
+					/* Message mode's small frame: a copy
+					 * into the frame buffer. */
+					if (evbuffer_add(chat->incoming,
+						ev.data, flen) < 0) {
+						async_chat__fail(chat,
+						    ASYNC_CHAT_ERR_NOMEM);
+						next = READ_STOP;
+						break;
+					}
+				} else if ((next = on_data(chat, in, &ev,
+						&pos)) != READ_ON) {
 					break;
+				}
 				pos += async_chat__framer_end(&chat->fr,
 				    &ev.matched);
-				next = on_end(chat, &ev);
+				chat->matched = (uint8_t)ev.matched;
+				if (chat->ext != NULL)
+					chat->ext->frame_open = 0;
+				if (chat->h->found_terminator == NULL)
+					continue;
+				chat->h->found_terminator(chat, chat->arg);
+				next = after_callback(chat);
 				continue;
 			}
 			kind = async_chat_framer_next(&chat->fr,

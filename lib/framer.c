@@ -1035,7 +1035,7 @@ length_step(struct async_chat_framer *fr, struct span *sp,
  * bound in the way, an invalid header) is left to the general path.
  */
 int
-async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
+async_chat__framer_fast_any(struct async_chat_framer *fr, const char *data,
     size_t n, size_t *lead, size_t *frame_len)
 {
 	const unsigned char *p = (const unsigned char *)data, *q, *end = p + n;
@@ -1104,19 +1104,6 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 	fr->scanned = (uint32_t)t;
 	*frame_len = start;
 	return 1;
-}
-
-size_t
-async_chat__framer_end(struct async_chat_framer *fr, int *matched)
-{
-	size_t t = fr->term_len;
-
-	*matched = fr->matched;
-	fr->have_end = 0;
-	fr->frame_bytes = 0;
-	fr->scanned = 0;
-	fr->too_long = 0;
-	return t;
 }
 
 static int

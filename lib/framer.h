@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "asynchat.h"
 
@@ -85,14 +86,94 @@ struct async_chat_framer {
 void async_chat__framer_init(struct async_chat_framer *fr);
 void async_chat__framer_clear(struct async_chat_framer *fr);
 
-/* The channel's fast path (see framer.c): 1 if a whole frame's bytes,
+/*
+ * The channel's fast path: 1 if a whole frame's bytes,
  * data[*lead..*lead + *frame_len), lie in the span with the frame's end
  * owed, to be taken with async_chat__framer_end() (which returns the
  * span bytes of the terminator); 0 if the general path must run.  The
- * *lead bytes before them (a stripped length header) are consumed. */
-int async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
-    size_t n, size_t *lead, size_t *frame_len);
-size_t async_chat__framer_end(struct async_chat_framer *fr, int *matched);
+ * *lead bytes before them (a stripped length header) are consumed.
+ *
+ * Inline for the common frames (a two-byte string, a 4-byte big-endian
+ * length with no offset or adjustment, no bound), so that the channel's
+ * read loop makes no call per frame but memchr's; anything else goes to
+ * async_chat__framer_fast_any() in framer.c.
+ */
+int async_chat__framer_fast_any(struct async_chat_framer *fr,
+    const char *data, size_t n, size_t *lead, size_t *frame_len);
+
+static inline int
+async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
+    size_t n, size_t *lead, size_t *frame_len)
+{
+	/* Nothing held, nothing owed, no scan under way. */
+	if ((fr->todo | fr->scanned | fr->one.state |
+		(fr->carry_off ^ fr->carry_len) | fr->have_end |
+		fr->skipping) != 0 || n == 0)
+		return 0;
+	if (fr->max_frame == 0 && fr->kind == ASYNC_CHAT_TERM_STRING &&
+	    fr->one.len == 2 && n >= 2) {
+		/* The pattern's bytes follow its border table. */
+		const unsigned char *tb =
+		    (const unsigned char *)(fr->one.border + fr->one.cap + 1);
+		const char *p = data, *end = data + n, *q;
+
+		for (;;) {
+			q = (const char *)memchr(p, tb[0], (size_t)(end - p) - 1);
+			if (q == NULL)
+				return 0;
+			if ((unsigned char)q[1] == tb[1])
+				break;
+			p = q + 1;
+			if (end - p < 2)
+				return 0;
+		}
+		*lead = 0;
+		*frame_len = (size_t)(q - data);
+		fr->frame_bytes += (size_t)(q - data);
+		fr->have_end = 1;
+		fr->term_len = 2;
+		fr->matched = 0;
+		fr->scanned = 2;
+		return 1;
+	}
+	if (fr->max_frame == 0 && fr->kind == ASYNC_CHAT_TERM_LENGTH &&
+	    fr->lf_phase == LF_HEADER && n >= 4 && fr->lf->spec.width == 4 &&
+	    fr->lf->spec.offset == 0 && !fr->lf->spec.little_endian &&
+	    fr->lf->spec.adjust == 0) {
+		const unsigned char *h = (const unsigned char *)data;
+		uint64_t strip = fr->lf->spec.strip, frame;
+
+		frame = 4 + ((uint64_t)h[0] << 24 | (uint64_t)h[1] << 16 |
+			(uint64_t)h[2] << 8 | h[3]);
+		if (strip == ASYNC_CHAT_STRIP_HEADER)
+			strip = 4;
+		if (frame > n || strip > frame)
+			return 0;
+		*lead = (size_t)strip;
+		*frame_len = (size_t)(frame - strip);
+		fr->frame_bytes = frame - strip;
+		fr->have_end = 1;
+		fr->term_len = 0;
+		fr->matched = 0;
+		return 1;
+	}
+	return async_chat__framer_fast_any(fr, data, n, lead, frame_len);
+}
+
+/* Take the frame end async_chat__framer_fast() owed: the span bytes of
+ * its terminator. */
+static inline size_t
+async_chat__framer_end(struct async_chat_framer *fr, int *matched)
+{
+	size_t t = fr->term_len;
+
+	*matched = fr->matched;
+	fr->have_end = 0;
+	fr->frame_bytes = 0;
+	fr->scanned = 0;
+	fr->too_long = 0;
+	return t;
+}
 
 /* 1 if the framer would report TOO_LONG again under its current bound,
  * 2 if it would report LENGTH_ERROR again, else 0. */

@@ -207,26 +207,13 @@ push_done(struct async_chat *chat, int rc)
 	return 0;
 }
 
-int
-async_chat_push(struct async_chat *chat, const void *data, size_t len)
+/* The general push: outside callbacks, a full stage, queued entries. */
+static int ASYNC_CHAT__NOINLINE
+push_slow(struct async_chat *chat, const void *data, size_t len)
 {
-	struct async_chat__ext *ext;
 	struct evbuffer *target;
 	char *p;
 
-	/* Inside a callback, with room in the stage: a copy.  (The
-	 * outermost frame moves the bytes on when it returns.) */
-	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
-	    chat->head == NULL && data != NULL && len > 0 &&
-	    len <= ext->stage_cap - ext->stage_len && !chat->closed &&
-	    !chat->close_queued && !chat->shut_queued) {
-		memcpy(ext->stage + ext->stage_len, data, len);
-		ext->stage_len += len;
-		chat->output_busy = 1;
-		if (ext->high != 0)
-			async_chat__check_high(chat);
-		return 0;
-	}
 	if (push_check(chat) < 0 || length_check(chat, len, 0) < 0)
 		return -1;
 	if (data == NULL && len > 0) {
@@ -250,6 +237,27 @@ async_chat_push(struct async_chat *chat, const void *data, size_t len)
 	}
 	async_chat__enter(chat);
 	return push_done(chat, evbuffer_add(target, data, len));
+}
+
+int
+async_chat_push(struct async_chat *chat, const void *data, size_t len)
+{
+	struct async_chat__ext *ext;
+
+	/* Inside a callback, with room in the stage: a copy.  (The
+	 * outermost frame moves the bytes on when it returns.) */
+	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
+	    chat->head == NULL && data != NULL && len > 0 &&
+	    len <= ext->stage_cap - ext->stage_len && !chat->closed &&
+	    !chat->close_queued && !chat->shut_queued) {
+		memcpy(ext->stage + ext->stage_len, data, len);
+		ext->stage_len += len;
+		chat->output_busy = 1;
+		if (ext->high != 0)
+			async_chat__check_high(chat);
+		return 0;
+	}
+	return push_slow(chat, data, len);
 }
 
 /* Add the header and the payload to target in one commit, so that a
@@ -355,31 +363,14 @@ add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
 	return evbuffer_drain(buf, len);
 }
 
-int
-async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
+/* The general push_buffer. */
+static int ASYNC_CHAT__NOINLINE
+push_buffer_slow(struct async_chat *chat, struct evbuffer *buf)
 {
-	struct async_chat__ext *ext;
 	struct evbuffer *target;
 	size_t len;
 	char *p;
 
-	/* Inside a callback, a small buffer with room for it in the stage:
-	 * a copy and a drain. */
-	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
-	    chat->head == NULL && buf != NULL && !chat->closed &&
-	    !chat->close_queued && !chat->shut_queued &&
-	    (len = evbuffer_get_length(buf)) > 0 && len <= STAGE_PUSH_MAX &&
-	    len <= ext->stage_cap - ext->stage_len) {
-		const unsigned char *d = evbuffer_pullup(buf, (ev_ssize_t)len);
-
-		if (d != NULL) {
-			memcpy(ext->stage + ext->stage_len, d, len);
-			ext->stage_len += len;
-			chat->output_busy = 1;
-			async_chat__enter(chat);
-			return push_done(chat, evbuffer_drain(buf, len));
-		}
-	}
 	if (push_check(chat) < 0)
 		return -1;
 	if (buf == NULL) {
@@ -402,7 +393,12 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 			return push_done(chat, -1);
 		memcpy(p, d, len);
 		chat->ext->stage_len += len;
-		return push_done(chat, evbuffer_drain(buf, len));
+		if (evbuffer_drain(buf, len) < 0) {
+			/* frozen: buf keeps its content */
+			chat->ext->stage_len -= len;
+			return push_done(chat, -1);
+		}
+		return push_done(chat, 0);
 	}
 	target = push_target(chat);
 	if (target == NULL) {
@@ -411,6 +407,40 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	}
 	async_chat__enter(chat);
 	return push_done(chat, add_buffer(target, buf, len));
+}
+
+int
+async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
+{
+	struct async_chat__ext *ext;
+	const unsigned char *d;
+	size_t len;
+
+	/* Inside a callback, a small buffer with room for it in the stage:
+	 * a copy and a drain.  No frame of its own: the caller's keeps the
+	 * channel alive should a callback of buf's close it, and the
+	 * outermost frame moves the bytes on. */
+	if (chat != NULL && (ext = chat->ext) != NULL && chat->depth > 0 &&
+	    chat->head == NULL && buf != NULL && !chat->closed &&
+	    !chat->close_queued && !chat->shut_queued &&
+	    (len = evbuffer_get_length(buf)) - 1 < STAGE_PUSH_MAX &&
+	    len <= ext->stage_cap - ext->stage_len &&
+	    (d = evbuffer_pullup(buf, (ev_ssize_t)len)) != NULL) {
+		memcpy(ext->stage + ext->stage_len, d, len);
+		ext->stage_len += len;
+		if (evbuffer_drain(buf, len) < 0) {
+			/* A frozen buffer: no callback of its ran, and it
+			 * keeps its content. */
+			ext->stage_len -= len;
+			errno = ENOMEM;
+			return -1;
+		}
+		chat->output_busy = 1;
+		if (ext->high != 0 && !chat->closed)
+			async_chat__check_high(chat);
+		return 0;
+	}
+	return push_buffer_slow(chat, buf);
 }
 
 /*

@@ -252,6 +252,52 @@ FX_TEST(test_push_buffer, FX_SOCKETPAIR)
 	evbuffer_free(want);
 }
 
+/* A buffer whose front is frozen cannot be drained: push_buffer fails
+ * with ENOMEM and queues nothing, whether called inside a callback (the
+ * stage's copy is taken back) or outside one, and the buffer keeps its
+ * content; the pushes after it go out as if it had not been called. */
+static struct evbuffer *frozen_buf;
+
+static void
+push_frozen_on_found(struct fx_chan *c, enum fx_cb which)
+{
+	(void)which;
+	ck_assert_int_eq(async_chat_push(c->chat, "a", 1), 0);
+	EXPECT_ERRNO(async_chat_push_buffer(c->chat, frozen_buf), ENOMEM);
+	ck_assert_uint_eq(evbuffer_get_length(frozen_buf), 3);
+	ck_assert_uint_eq(async_chat_output_pending(c->chat), 1);
+	ck_assert_int_eq(async_chat_push(c->chat, "b", 1), 0);
+}
+
+START_TEST(test_push_buffer_frozen)
+{
+	struct fx_chan c;
+
+	frozen_buf = evbuffer_new();
+	ck_assert_ptr_nonnull(frozen_buf);
+	ck_assert_int_eq(evbuffer_add(frozen_buf, "xyz", 3), 0);
+	ck_assert_int_eq(evbuffer_freeze(frozen_buf, 1), 0);
+	fx_init(&c, NULL);
+	fx_once(&c, FX_FOUND, 1, push_frozen_on_found);
+	fx_open(&c, FX_SOCKETPAIR);
+	ck_assert_int_eq(async_chat_set_terminator_line(c.chat), 0);
+	fx_sends(&c, "go\n");
+	fx_run_got(&c, 2);
+	ck_assert(fx_got_is(&c, "ab", 2));
+	/* Outside callbacks. */
+	EXPECT_ERRNO(async_chat_push_buffer(c.chat, frozen_buf), ENOMEM);
+	ck_assert_uint_eq(evbuffer_get_length(frozen_buf), 3);
+	ck_assert_uint_eq(async_chat_output_pending(c.chat), 0);
+	ck_assert_int_eq(evbuffer_unfreeze(frozen_buf, 1), 0);
+	ck_assert_int_eq(async_chat_push_buffer(c.chat, frozen_buf), 0);
+	ck_assert_uint_eq(evbuffer_get_length(frozen_buf), 0);
+	fx_run_got(&c, 5);
+	ck_assert(fx_got_is(&c, "abxyz", 5));
+	fx_end(&c);
+	evbuffer_free(frozen_buf);
+}
+END_TEST
+
 /*
  * push_reference
  */
@@ -1344,6 +1390,7 @@ static void
 push_buffer_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_push_buffer);
+	tcase_add_test(tc, test_push_buffer_frozen);
 }
 
 static void
