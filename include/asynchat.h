@@ -74,7 +74,12 @@
  * made outside the channel's callbacks) they are added to the output.
  * Bytes pushed inside a callback are therefore not yet in the
  * bufferevent's output buffer while the callback runs;
- * async_chat_output_pending() counts them.
+ * async_chat_output_pending() counts them.  One exception: while the
+ * channel frames one read of such a socket and no other event of the
+ * loop waits to run, the answers staged so far are written as soon as
+ * 2 KiB of them have gathered after a frame, so that the peer has them
+ * (and can send more) while the rest of the read is framed; with other
+ * events waiting, the answers to one read leave together at its end.
  *
  * After libevent's first read from such a socket, the channel reads it
  * itself: one read call takes up to in_buffer_size bytes (libevent 2.1

@@ -96,6 +96,8 @@ struct async_chat__ext {
 	 * nothing on the bufferevent that needs libevent's reading. */
 	struct event *rd;
 	uint8_t own_read;          /* rd reads; the bufferevent's read is off */
+	uint8_t early_ok;          /* this read may send answers as it frames */
+	uint8_t early_sent;        /* and has sent some */
 
 	/* Timeouts: one timer for all three; 0 turns one off. */
 	struct event *timer;

@@ -206,6 +206,51 @@ sent_all(struct async_chat *chat)
 }
 
 #define STAGE_KEEP 16384 /* bytes of flat stage kept between bursts */
+#define STAGE_EARLY 2048 /* staged bytes a lone read sends at once */
+
+/*
+ * Inside the read loop, between frames, when nothing else in the loop
+ * waits to run: once STAGE_EARLY bytes are staged, send them now,
+ * so that the peer has its first answers (and sends more) while the rest
+ * of a big read is framed.  With other events waiting, the answers go
+ * out together when the read is done: one system call for all of them.
+ * What a write callback would do waits for the loop's end (early_sent).
+ */
+static void
+write_early(struct async_chat *chat)
+{
+	struct async_chat__ext *ext = chat->ext;
+	int rc = 0;
+
+	if (!direct_ok(chat))
+		return;
+	if (ext->wbuf != NULL && evbuffer_get_length(ext->wbuf) > 0) {
+		/* What the socket does not take goes to the output, as in
+		 * write_stage(): the next frames then wait for the end. */
+		if (write_wbuf(chat) != 1 &&
+		    evbuffer_add_buffer(bufferevent_get_output(chat->bev),
+			ext->wbuf) < 0)
+			rc = -1;
+	} else {
+		rc = write_stage(chat);
+	}
+	if (rc < 0)
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+	else
+		ext->early_sent = 1;
+}
+
+/* After a frame of the read loop: whether to send the answers now. */
+static inline int
+early_due(const struct async_chat *chat)
+{
+	const struct async_chat__ext *ext = chat->ext;
+
+	return ext != NULL && ext->early_ok && !chat->closed &&
+	    (ext->stage_len >= STAGE_EARLY ||
+		(ext->wbuf != NULL &&
+		    evbuffer_get_length(ext->wbuf) >= STAGE_EARLY));
+}
 
 /* The outermost frame returns: move the staged bytes on. */
 static void
@@ -218,8 +263,12 @@ flush_staged(struct async_chat *chat)
 		int wb = ext->wbuf != NULL && evbuffer_get_length(ext->wbuf) > 0;
 		int rc;
 
-		if (!wb && ext->stage_len == 0)
+		if (!wb && ext->stage_len == 0) {
+			if (ext->early_sent && evbuffer_get_length(
+				bufferevent_get_output(chat->bev)) == 0)
+				sent_all(chat);
 			break;
+		}
 		if (guard < 15 && direct_ok(chat)) {
 			rc = wb ? write_wbuf(chat) : write_stage(chat);
 			if (rc == 1) {
@@ -259,8 +308,12 @@ flush_staged(struct async_chat *chat)
 int
 async_chat__leave(struct async_chat *chat)
 {
-	if (chat->depth == 1 && !chat->closed && async_chat__staged(chat) > 0)
-		flush_staged(chat);
+	if (chat->depth == 1 && !chat->closed && chat->ext != NULL) {
+		if (async_chat__staged(chat) > 0 || chat->ext->early_sent)
+			flush_staged(chat);
+		chat->ext->early_sent = 0;
+		chat->ext->early_ok = 0;
+	}
 	if (--chat->depth == 0) {
 		chat->loop_cb = 0;
 		if (chat->closed) {
@@ -861,6 +914,8 @@ on_end(struct async_chat *chat, const struct async_chat_framer_event *ev)
 	if (chat->h->found_terminator == NULL)
 		return READ_ON;
 	chat->h->found_terminator(chat, chat->arg);
+	if (early_due(chat))
+		write_early(chat);
 	return after_callback(chat);
 }
 
@@ -952,6 +1007,8 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 					continue;
 				chat->h->found_terminator(chat, chat->arg);
 				next = after_callback(chat);
+				if (next == READ_ON && early_due(chat))
+					write_early(chat);
 				continue;
 			}
 			kind = async_chat_framer_next(&chat->fr,
@@ -1136,6 +1193,10 @@ own_readcb(evutil_socket_t fd, short what, void *ctx)
 	}
 	evbuffer_freeze(in, 0);
 	if (n > 0) {
+		/* Alone in the loop: answers may leave as they are framed. */
+		chat->ext->early_ok = event_base_get_num_events(
+		    bufferevent_get_base(chat->bev),
+		    EVENT_BASE_COUNT_ACTIVE) == 0;
 		input_arrived(chat);
 	} else if (n == 0) {
 		/* As libevent reports the peer's EOF. */

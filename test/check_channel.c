@@ -376,6 +376,79 @@ FX_TEST(test_pushes_skip_the_output, every_kind[_i])
 	evbuffer_remove_cb_entry(out, e);
 }
 
+/* Answers while one read is framed: each frame after the first is
+ * answered with 100 bytes, and the output pending is noted at the 61st
+ * frame of the read, when 6,000 bytes have been pushed. */
+static size_t pending_at_61;
+
+static void
+answer_100_bytes(struct fx_chan *c, enum fx_cb which)
+{
+	static const char reply[100] = {0};
+
+	if (which != FX_FOUND || c->f.founds == 1)
+		return;
+	ck_assert_int_eq(async_chat_push(c->chat, reply, sizeof(reply)), 0);
+	if (c->f.founds == 61)
+		pending_at_61 = async_chat_output_pending(c->chat);
+}
+
+static void
+one_read_of_100_frames(struct fx_chan *c)
+{
+	char lines[100 * 3];
+	int i;
+
+	pending_at_61 = 0;
+	c->hook = answer_100_bytes;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	/* The first read is libevent's; the channel reads the next. */
+	fx_sends(c, "a\r\n");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	for (i = 0; i < 100; i++)
+		memcpy(lines + 3 * i, "x\r\n", 3);
+	fx_send(c, lines, sizeof(lines));
+	c->want = 101;
+	fx_run(c, fx_until_founds);
+	fx_run_got(c, 10000);
+}
+
+/* Alone in the loop, the read sends each 2 KiB of answers as they are
+ * staged: fewer than the 6,000 bytes pushed are pending. */
+FX_TEST(test_answers_leave_early, socket_kinds[_i])
+{
+	one_read_of_100_frames(c);
+	ck_assert_uint_gt(pending_at_61, 0);
+	ck_assert_uint_lt(pending_at_61, 6000);
+}
+
+/* A timer that is due on every loop turn. */
+static void
+always_due(evutil_socket_t fd, short what, void *arg)
+{
+	static const struct timeval zero = {0, 0};
+
+	(void)fd;
+	(void)what;
+	ck_assert_int_eq(evtimer_add((struct event *)arg, &zero), 0);
+}
+
+/* With another event waiting to run, the answers of one read wait for
+ * its end and leave together. */
+FX_TEST(test_answers_wait_when_busy, socket_kinds[_i])
+{
+	static const struct timeval zero = {0, 0};
+	struct event *busy = event_new(c->base, -1, 0, always_due,
+	    event_self_cbarg());
+
+	ck_assert_ptr_nonnull(busy);
+	ck_assert_int_eq(evtimer_add(busy, &zero), 0);
+	one_read_of_100_frames(c);
+	ck_assert_uint_eq(pending_at_61, 6000);
+	event_free(busy);
+}
+
 FX_TEST(test_in_buffer_size_one, socket_kinds[_i])
 {
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat),
@@ -1996,6 +2069,9 @@ input_tests(TCase *tc)
 	    N(socket_kinds));
 	tcase_add_loop_test(tc, test_pushes_skip_the_output, 0,
 	    N(every_kind));
+	tcase_add_loop_test(tc, test_answers_leave_early, 0, N(socket_kinds));
+	tcase_add_loop_test(tc, test_answers_wait_when_busy, 0,
+	    N(socket_kinds));
 	tcase_add_test(tc, test_message_mode);
 	tcase_add_test(tc, test_terminator_change_same_read);
 	tcase_add_test(tc, test_discard_in_collect);
