@@ -80,6 +80,9 @@
  * 2 KiB of them have gathered after a frame, so that the peer has them
  * (and can send more) while the rest of the read is framed; with other
  * events waiting, the answers to one read leave together at its end.
+ * There, a push of more than 4 KiB with nothing staged before it is
+ * written from the caller's memory at once: what the socket takes is
+ * never copied.
  *
  * After libevent's first read from such a socket, the channel reads it
  * itself: one read call takes up to in_buffer_size bytes (libevent 2.1

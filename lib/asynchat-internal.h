@@ -217,6 +217,10 @@ void async_chat__handle_detach(struct async_chat *chat);
 /* Append the flat stage's bytes to buf (wbuf or the output); -1 (with
  * ENOMEM) if they could not be. */
 int async_chat__stage_to(struct async_chat *chat, struct evbuffer *buf);
+/* Inside a read alone in the loop, nothing staged or queued: write hdr
+ * then data straight to the socket; returns the bytes that went. */
+size_t async_chat__push_direct(struct async_chat *chat, const void *hdr,
+    size_t hlen, const void *data, size_t len);
 /* What async_chat__output_fill() met. */
 enum {
 	OUT_FULL = 1,      /* the output buffer has enough for now */

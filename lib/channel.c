@@ -240,6 +240,43 @@ write_early(struct async_chat *chat)
 		ext->early_sent = 1;
 }
 
+/*
+ * A push of more than the stage takes, made while a read alone in the
+ * loop is framed (see write_early()) with nothing staged or queued
+ * before it: written from the caller's memory with one system call, so
+ * that no copy is made of what the socket takes.  Returns how many
+ * bytes of hdr and data went; the caller queues the rest.
+ */
+size_t
+async_chat__push_direct(struct async_chat *chat, const void *hdr,
+    size_t hlen, const void *data, size_t len)
+{
+	struct async_chat__ext *ext = chat->ext;
+	struct iovec iov[2];
+	ssize_t n;
+	int i = 0;
+
+	if (ext == NULL || !ext->early_ok || chat->head != NULL ||
+	    async_chat__staged(chat) > 0 || !direct_ok(chat) ||
+	    hlen + len > chat->out_buffer_size)
+		return 0;
+	if (hlen > 0) {
+		iov[i].iov_base = (void *)(uintptr_t)hdr;
+		iov[i++].iov_len = hlen;
+	}
+	iov[i].iov_base = (void *)(uintptr_t)data;
+	iov[i++].iov_len = len;
+	/* writev(), as libevent writes; SIGPIPE as in write_stage(). */
+	n = writev(bufferevent_getfd(chat->bev), iov, i);
+	if (n <= 0)
+		return 0;
+	if (ext->write_watch != NULL)
+		clock_now(chat, &ext->last_write);
+	chat->output_busy = 1;
+	ext->early_sent = 1;
+	return (size_t)n;
+}
+
 /* After a frame of the read loop: whether to send the answers now. */
 static inline int
 early_due(const struct async_chat *chat)

@@ -207,6 +207,24 @@ push_done(struct async_chat *chat, int rc)
 	return 0;
 }
 
+static int add_framed(struct evbuffer *target, const unsigned char *hdr,
+    size_t n, const void *data, size_t len);
+
+/* The rest of a push whose front a direct write sent: it is part of the
+ * stream already, so a failure to queue it is the channel's
+ * (ASYNC_CHAT_ERR_NOMEM to handle_error), not the call's. */
+static int
+push_rest(struct async_chat *chat, const unsigned char *hdr, size_t n,
+    const void *data, size_t len)
+{
+	struct evbuffer *target = push_target(chat);
+
+	async_chat__enter(chat);
+	if (target == NULL || add_framed(target, hdr, n, data, len) < 0)
+		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+	return push_done(chat, 0);
+}
+
 /* The general push: outside callbacks, a full stage, queued entries. */
 static int ASYNC_CHAT__NOINLINE
 push_slow(struct async_chat *chat, const void *data, size_t len)
@@ -229,6 +247,17 @@ push_slow(struct async_chat *chat, const void *data, size_t len)
 		chat->ext->stage_len += len;
 		async_chat__enter(chat);
 		return push_done(chat, 0);
+	}
+	if (len > STAGE_PUSH_MAX && chat->depth > 0) {
+		/* A big push inside a read alone in the loop: what the
+		 * socket takes at once is not copied. */
+		size_t sent = async_chat__push_direct(chat, NULL, 0, data, len);
+
+		if (sent == len)
+			return 0;
+		if (sent > 0)
+			return push_rest(chat, NULL, 0,
+			    (const char *)data + sent, len - sent);
 	}
 	target = push_target(chat);
 	if (target == NULL) {
@@ -270,7 +299,8 @@ add_framed(struct evbuffer *target, const unsigned char *hdr, size_t n,
 
 	if (evbuffer_reserve_space(target, (ev_ssize_t)(n + len), &v, 1) < 1)
 		return -1;
-	memcpy(v.iov_base, hdr, n);
+	if (n > 0)
+		memcpy(v.iov_base, hdr, n);
 	if (len > 0)
 		memcpy((char *)v.iov_base + n, data, len);
 	v.iov_len = n + len;
@@ -327,6 +357,23 @@ async_chat_push_length_prefixed(struct async_chat *chat,
 		return -1;
 	}
 	n = async_chat__length_field_encode(spec, len, hdr, spec->offset + 10);
+	if (n >= 0 && len > STAGE_PUSH_MAX && chat->depth > 0) {
+		/* As in push_slow(): what the socket takes is not copied. */
+		size_t sent = async_chat__push_direct(chat, hdr, (size_t)n,
+		    data, len);
+
+		if (sent > 0) {
+			size_t hs = sent < (size_t)n ? sent : (size_t)n;
+
+			rc = sent == (size_t)n + len ? 0 :
+			    push_rest(chat, hdr + hs, (size_t)n - hs,
+				(const char *)data + (sent - hs),
+				len - (sent - hs));
+			if (hdr != small)
+				free(hdr);
+			return rc;
+		}
+	}
 	if (n < 0 || (target = push_target(chat)) == NULL) {
 		int saved = n < 0 ? errno : ENOMEM;
 

@@ -449,6 +449,96 @@ FX_TEST(test_answers_wait_when_busy, socket_kinds[_i])
 	event_free(busy);
 }
 
+/* Big pushes inside a read alone in the loop are written from the
+ * caller's memory: the second frame's answer is 8,000 bytes (more than
+ * the stage takes), then a length-prefixed one of 8,000, then "end". */
+static char big_answer[60000];
+
+static void
+fill_big_answer(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(big_answer); i++)
+		big_answer[i] = (char)('a' + i % 23);
+}
+
+static size_t pending_after_big;
+
+static void
+answer_big(struct fx_chan *c, enum fx_cb which)
+{
+	static const struct async_chat_length_field be4 = {.width = 4};
+	size_t n = (size_t)c->user;
+
+	if (which != FX_FOUND || c->f.founds != 2)
+		return;
+	ck_assert_int_eq(async_chat_push(c->chat, big_answer, n), 0);
+	ck_assert_int_eq(
+	    async_chat_push_length_prefixed(c->chat, &be4, big_answer, n), 0);
+	pending_after_big = async_chat_output_pending(c->chat);
+	ck_assert_int_eq(async_chat_push(c->chat, "end", 3), 0);
+}
+
+static void
+check_big_answers(struct fx_chan *c, size_t n)
+{
+	struct evbuffer *want = evbuffer_new();
+	unsigned char hdr[4] = {(unsigned char)(n >> 24),
+	    (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+	    (unsigned char)n};
+
+	ck_assert_ptr_nonnull(want);
+	ck_assert_int_eq(evbuffer_add(want, big_answer, n), 0);
+	ck_assert_int_eq(evbuffer_add(want, hdr, 4), 0);
+	ck_assert_int_eq(evbuffer_add(want, big_answer, n), 0);
+	ck_assert_int_eq(evbuffer_add(want, "end", 3), 0);
+	fx_run_got(c, 2 * n + 7);
+	ck_assert(fx_got_is(c, evbuffer_pullup(want, -1), 2 * n + 7));
+	evbuffer_free(want);
+}
+
+FX_TEST(test_big_push_direct, socket_kinds[_i])
+{
+	fill_big_answer();
+	pending_after_big = 1;
+	c->user = (void *)(uintptr_t)8000;
+	c->hook = answer_big;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_sends(c, "a\r\n");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	fx_sends(c, "b\r\n");
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+	ck_assert_uint_eq(pending_after_big, 0); /* all of it written */
+	check_big_answers(c, 8000);
+}
+
+/* What a small socket buffer does not take of such a push is queued,
+ * and goes out in order. */
+FX_TEST(test_big_push_direct_partial, FX_SOCKETPAIR)
+{
+	int small = 4096;
+
+	fill_big_answer();
+	ck_assert_int_eq(setsockopt(bufferevent_getfd(
+				       async_chat_get_bufferevent(c->chat)),
+			     SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)),
+	    0);
+	c->user = (void *)(uintptr_t)(sizeof(big_answer) / 2);
+	c->hook = answer_big;
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_sends(c, "a\r\n");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+	fx_sends(c, "b\r\n");
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+	ck_assert_uint_gt(pending_after_big, 0);
+	check_big_answers(c, sizeof(big_answer) / 2);
+}
+
 FX_TEST(test_in_buffer_size_one, socket_kinds[_i])
 {
 	ck_assert_uint_eq(async_chat_get_in_buffer_size(c->chat),
@@ -2072,6 +2162,8 @@ input_tests(TCase *tc)
 	tcase_add_loop_test(tc, test_answers_leave_early, 0, N(socket_kinds));
 	tcase_add_loop_test(tc, test_answers_wait_when_busy, 0,
 	    N(socket_kinds));
+	tcase_add_loop_test(tc, test_big_push_direct, 0, N(socket_kinds));
+	tcase_add_test(tc, test_big_push_direct_partial);
 	tcase_add_test(tc, test_message_mode);
 	tcase_add_test(tc, test_terminator_change_same_read);
 	tcase_add_test(tc, test_discard_in_collect);
