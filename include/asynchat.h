@@ -49,8 +49,10 @@
  * with exactly the same rules.
  *
  * If the collect_incoming_data handler is NULL the channel runs in message
- * mode: it keeps the frame's bytes in its own evbuffer (moving libevent's
- * chains for long runs, copying short ones), and found_terminator takes
+ * mode: it keeps the frame's bytes in its own evbuffer (copying runs of up
+ * to in_buffer_size bytes, so that the chain the next read fills stays in
+ * the input; moving libevent's chains for longer ones), and
+ * found_terminator takes
  * them from async_chat_incoming().  Under the none terminator there is no
  * frame end, as in asynchat: the bytes wait in that buffer until the
  * application takes them (in handle_close, say); to stream, use collect
@@ -162,8 +164,8 @@
  *     a frame length bound with policies, timeouts and frame deadlines,
  *     a high-water mark, deferred producers, pause/resume of reading, an
  *     output-drained handler, half-close of the sending side with its
- *     completion, zero-copy message mode and zero-copy pushes, and the
- *     framer on its own for any I/O.
+ *     completion, zero-copy message mode for long frames and zero-copy
+ *     pushes, and the framer on its own for any I/O.
  */
 #ifndef ASYNCHAT_H_INCLUDED_
 #define ASYNCHAT_H_INCLUDED_

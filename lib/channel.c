@@ -838,7 +838,8 @@ frame_later(struct async_chat *chat)
 
 /* Runs shorter than this are copied into the frame buffer rather than
  * moved: moving a chain that one small read left mostly empty would pin a
- * kilobyte of it per byte of frame. */
+ * kilobyte of it per byte of frame.  Runs up to in_buffer_size are
+ * copied too (on_data()). */
 #define MESSAGE_COPY_MAX 4096
 
 /* Drop the last n bytes of buf (a skipped frame's, in message mode). */
@@ -922,8 +923,14 @@ on_data(struct async_chat *chat, struct evbuffer *in,
 		    chat->arg);
 		return after_callback(chat);
 	}
-	if (!ev->held && ev->len > MESSAGE_COPY_MAX) {
-		/* Big runs move libevent's chains: no copy. */
+	if (!ev->held && ev->len > MESSAGE_COPY_MAX &&
+	    (uint64_t)ev->len > chat->in_buffer_size) {
+		/* Runs longer than a read move libevent's chains: no copy.
+		 * A shorter one is copied, so that the chain the next read
+		 * fills stays in the input: moved out with the frame, it
+		 * would be freed once written and another allocated for
+		 * the next read, and glibc would give the heap's top back
+		 * to the kernel and take it again (brk) every few frames. */
 		size_t before = *pos - (size_t)ev->len;
 
 		*pos = 0;
