@@ -1627,16 +1627,24 @@ async_chat_set_frame_policy(struct async_chat *chat,
 	return 0;
 }
 
-struct evbuffer *
-async_chat_incoming(struct async_chat *chat)
+static struct evbuffer * ASYNC_CHAT__NOINLINE
+incoming_slow(struct async_chat *chat)
 {
 	if (chat == NULL || chat->closed) {
 		errno = chat == NULL ? EINVAL : ENOTCONN;
 		return NULL;
 	}
-	if (chat->incoming == NULL && (chat->incoming = evbuffer_new()) == NULL)
+	if ((chat->incoming = evbuffer_new()) == NULL)
 		errno = ENOMEM;
 	return chat->incoming;
+}
+
+struct evbuffer *
+async_chat_incoming(struct async_chat *chat)
+{
+	if (chat != NULL && !chat->closed && chat->incoming != NULL)
+		return chat->incoming;
+	return incoming_slow(chat);
 }
 
 int
