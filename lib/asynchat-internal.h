@@ -221,6 +221,9 @@ int async_chat__stage_to(struct async_chat *chat, struct evbuffer *buf);
  * then data straight to the socket; returns the bytes that went. */
 size_t async_chat__push_direct(struct async_chat *chat, const void *hdr,
     size_t hlen, const void *data, size_t len);
+/* A push's front went out and its rest cannot be queued: stop writing,
+ * and report err to handle_error from the loop. */
+void async_chat__stream_broken(struct async_chat *chat, int err);
 /* What async_chat__output_fill() met. */
 enum {
 	OUT_FULL = 1,      /* the output buffer has enough for now */

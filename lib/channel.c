@@ -277,6 +277,21 @@ async_chat__push_direct(struct async_chat *chat, const void *hdr,
 	return (size_t)n;
 }
 
+/*
+ * The stream has the front of a push and cannot have the rest (no memory
+ * to queue it): nothing more goes out, and handle_error hears of it from
+ * the loop, as of a socket error, not inside the push.
+ */
+void
+async_chat__stream_broken(struct async_chat *chat, int err)
+{
+	chat->conn = CONN_DOWN;
+	bufferevent_disable(chat->bev, EV_WRITE);
+	chat->pending_error = (int16_t)err;
+	if (async_chat__defer(chat, DEFER_ERROR) < 0)
+		async_chat__fail(chat, err);
+}
+
 /* After a frame of the read loop: whether to send the answers now. */
 static inline int
 early_due(const struct async_chat *chat)
@@ -1050,9 +1065,9 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 				if (chat->h->found_terminator == NULL)
 					continue;
 				chat->h->found_terminator(chat, chat->arg);
-				next = after_callback(chat);
-				if (next == READ_ON && early_due(chat))
+				if (early_due(chat))
 					write_early(chat);
+				next = after_callback(chat);
 				continue;
 			}
 			kind = async_chat_framer_next(&chat->fr,

@@ -212,7 +212,7 @@ static int add_framed(struct evbuffer *target, const unsigned char *hdr,
 
 /* The rest of a push whose front a direct write sent: it is part of the
  * stream already, so a failure to queue it is the channel's
- * (ASYNC_CHAT_ERR_NOMEM to handle_error), not the call's. */
+ * (ASYNC_CHAT_ERR_NOMEM to handle_error from the loop), not the call's. */
 static int
 push_rest(struct async_chat *chat, const unsigned char *hdr, size_t n,
     const void *data, size_t len)
@@ -221,7 +221,7 @@ push_rest(struct async_chat *chat, const unsigned char *hdr, size_t n,
 
 	async_chat__enter(chat);
 	if (target == NULL || add_framed(target, hdr, n, data, len) < 0)
-		async_chat__fail(chat, ASYNC_CHAT_ERR_NOMEM);
+		async_chat__stream_broken(chat, ASYNC_CHAT_ERR_NOMEM);
 	return push_done(chat, 0);
 }
 
