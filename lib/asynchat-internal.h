@@ -10,10 +10,13 @@
 
 /* Keeps a slow path out of its caller's fast one, so that the fast one
  * saves no registers it does not use. */
+/* Keeps one step of a hot loop a single definition without a call. */
 #if defined(__GNUC__) || defined(__clang__)
 #define ASYNC_CHAT__NOINLINE __attribute__((noinline))
+#define ASYNC_CHAT__INLINE inline __attribute__((always_inline))
 #else
 #define ASYNC_CHAT__NOINLINE
+#define ASYNC_CHAT__INLINE inline
 #endif
 
 enum fifo_kind {

@@ -928,8 +928,9 @@ frame_refused(struct async_chat *chat, int kind)
 	async_chat__fail(chat, err);
 }
 
-/* Hand frame bytes to the application. */
-static int
+/* Hand frame bytes to the application (inline: the read loop's fast
+ * path runs it for every frame). */
+static ASYNC_CHAT__INLINE int
 on_data(struct async_chat *chat, struct evbuffer *in,
     const struct async_chat_framer_event *ev, size_t *pos)
 {
@@ -964,7 +965,7 @@ on_data(struct async_chat *chat, struct evbuffer *in,
 	return READ_ON;
 }
 
-static int
+static ASYNC_CHAT__INLINE int
 on_end(struct async_chat *chat, const struct async_chat_framer_event *ev)
 {
 	chat->matched = (uint8_t)ev->matched;
@@ -1039,35 +1040,13 @@ frame_buffer(struct async_chat *chat, struct evbuffer *in)
 				ev.len = flen;
 				ev.held = 0;
 				pos += flen;
-				if (flen == 0) {
-					/* nothing to hand over */
-				} else if (chat->h->collect_incoming_data ==
-					       NULL &&
-				    flen <= MESSAGE_COPY_MAX) {
-					/* Message mode's small frame: a copy
-					 * into the frame buffer. */
-					if (evbuffer_add(chat->incoming,
-						ev.data, flen) < 0) {
-						async_chat__fail(chat,
-						    ASYNC_CHAT_ERR_NOMEM);
-						next = READ_STOP;
-						break;
-					}
-				} else if ((next = on_data(chat, in, &ev,
-						&pos)) != READ_ON) {
+				if (flen > 0 &&
+				    (next = on_data(chat, in, &ev, &pos)) !=
+					READ_ON)
 					break;
-				}
 				pos += async_chat__framer_end(&chat->fr,
 				    &ev.matched);
-				chat->matched = (uint8_t)ev.matched;
-				if (chat->ext != NULL)
-					chat->ext->frame_open = 0;
-				if (chat->h->found_terminator == NULL)
-					continue;
-				chat->h->found_terminator(chat, chat->arg);
-				if (early_due(chat))
-					write_early(chat);
-				next = after_callback(chat);
+				next = on_end(chat, &ev);
 				continue;
 			}
 			kind = async_chat_framer_next(&chat->fr,

@@ -1042,10 +1042,8 @@ async_chat__framer_fast_any(struct async_chat_framer *fr, const char *data,
 	size_t start, t;
 	int m;
 
-	if (fr->todo != 0 || fr->have_end || fr->skipping || fr->scanned ||
-	    fr->carry_off != fr->carry_len || fr->one.state != 0 || n == 0)
+	if (!async_chat__framer_idle(fr) || n == 0)
 		return 0;
-	*lead = 0;
 	if (fr->kind == ASYNC_CHAT_TERM_LENGTH) {
 		/* A fixed-width header and its whole frame in the span. */
 		const struct async_chat_length_field *s = &fr->lf->spec;
@@ -1058,13 +1056,9 @@ async_chat__framer_fast_any(struct async_chat_framer *fr, const char *data,
 			return 0;
 		if (fr->max_frame != 0 && frame - strip > fr->max_frame)
 			return 0;
-		*lead = (size_t)strip;
-		*frame_len = (size_t)(frame - strip);
 		fr->frame_bytes = frame - strip;
-		fr->have_end = 1;
-		fr->term_len = 0;
-		fr->matched = 0;
-		return 1;
+		return async_chat__framer_owe(fr, (size_t)strip,
+		    (size_t)(frame - strip), 0, 0, lead, frame_len);
 	}
 	if (fr->kind == ASYNC_CHAT_TERM_LINE) {
 		q = memchr(p, '\n', n);
@@ -1098,12 +1092,8 @@ async_chat__framer_fast_any(struct async_chat_framer *fr, const char *data,
 				      start > fr->max_frame - fr->frame_bytes))
 		return 0;
 	fr->frame_bytes += start;
-	fr->have_end = 1;
-	fr->term_len = (uint32_t)t;
-	fr->matched = (uint8_t)m;
-	fr->scanned = (uint32_t)t;
-	*frame_len = start;
-	return 1;
+	return async_chat__framer_owe(fr, 0, start, (uint32_t)t, m, lead,
+	    frame_len);
 }
 
 static int

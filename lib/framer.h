@@ -101,14 +101,37 @@ void async_chat__framer_clear(struct async_chat_framer *fr);
 int async_chat__framer_fast_any(struct async_chat_framer *fr,
     const char *data, size_t n, size_t *lead, size_t *frame_len);
 
+/* Nothing held, nothing owed, nothing skipped, no scan under way: the
+ * state every fast path starts from. */
+static inline int
+async_chat__framer_idle(const struct async_chat_framer *fr)
+{
+	return (fr->todo | fr->scanned | fr->one.state |
+	    (fr->carry_off ^ fr->carry_len) | fr->have_end | fr->skipping) == 0;
+}
+
+/* A fast path found a whole frame: hand out its place (*lead_out bytes
+ * to skip, then *len_out frame bytes) and owe its end, term bytes of
+ * terminator matching alternative matched.  Returns 1. */
+static inline int
+async_chat__framer_owe(struct async_chat_framer *fr, size_t lead,
+    size_t len, uint32_t term, int matched, size_t *lead_out,
+    size_t *len_out)
+{
+	*lead_out = lead;
+	*len_out = len;
+	fr->have_end = 1;
+	fr->term_len = term;
+	fr->matched = (uint8_t)matched;
+	fr->scanned = term;
+	return 1;
+}
+
 static inline int
 async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
     size_t n, size_t *lead, size_t *frame_len)
 {
-	/* Nothing held, nothing owed, no scan under way. */
-	if ((fr->todo | fr->scanned | fr->one.state |
-		(fr->carry_off ^ fr->carry_len) | fr->have_end |
-		fr->skipping) != 0 || n == 0)
+	if (!async_chat__framer_idle(fr) || n == 0)
 		return 0;
 	if (fr->max_frame == 0 && fr->kind == ASYNC_CHAT_TERM_STRING &&
 	    fr->one.len == 2 && n >= 2) {
@@ -127,14 +150,9 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 			if (end - p < 2)
 				return 0;
 		}
-		*lead = 0;
-		*frame_len = (size_t)(q - data);
 		fr->frame_bytes += (size_t)(q - data);
-		fr->have_end = 1;
-		fr->term_len = 2;
-		fr->matched = 0;
-		fr->scanned = 2;
-		return 1;
+		return async_chat__framer_owe(fr, 0, (size_t)(q - data), 2, 0,
+		    lead, frame_len);
 	}
 	if (fr->max_frame == 0 && fr->kind == ASYNC_CHAT_TERM_LENGTH &&
 	    fr->lf_phase == LF_HEADER && n >= 4 && fr->lf->spec.width == 4 &&
@@ -149,13 +167,9 @@ async_chat__framer_fast(struct async_chat_framer *fr, const char *data,
 			strip = 4;
 		if (frame > n || strip > frame)
 			return 0;
-		*lead = (size_t)strip;
-		*frame_len = (size_t)(frame - strip);
 		fr->frame_bytes = frame - strip;
-		fr->have_end = 1;
-		fr->term_len = 0;
-		fr->matched = 0;
-		return 1;
+		return async_chat__framer_owe(fr, (size_t)strip,
+		    (size_t)(frame - strip), 0, 0, lead, frame_len);
 	}
 	return async_chat__framer_fast_any(fr, data, n, lead, frame_len);
 }
