@@ -393,6 +393,18 @@ answer_100_bytes(struct fx_chan *c, enum fx_cb which)
 		pending_at_61 = async_chat_output_pending(c->chat);
 }
 
+/* Frames end at "\r\n".  The first read is libevent's, the channel reads
+ * the next ones itself: one frame is sent and taken, so that what the
+ * test sends next is read by the channel. */
+static void
+past_libevents_read(struct fx_chan *c)
+{
+	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
+	fx_sends(c, "a\r\n");
+	c->want = 1;
+	fx_run(c, fx_until_founds);
+}
+
 static void
 one_read_of_100_frames(struct fx_chan *c)
 {
@@ -401,11 +413,7 @@ one_read_of_100_frames(struct fx_chan *c)
 
 	pending_at_61 = 0;
 	c->hook = answer_100_bytes;
-	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
-	/* The first read is libevent's; the channel reads the next. */
-	fx_sends(c, "a\r\n");
-	c->want = 1;
-	fx_run(c, fx_until_founds);
+	past_libevents_read(c);
 	for (i = 0; i < 100; i++)
 		memcpy(lines + 3 * i, "x\r\n", 3);
 	fx_send(c, lines, sizeof(lines));
@@ -480,6 +488,20 @@ answer_big(struct fx_chan *c, enum fx_cb which)
 	ck_assert_int_eq(async_chat_push(c->chat, "end", 3), 0);
 }
 
+/* The second frame, read by the channel, gets answer_big's n-byte
+ * answers; then all of them must arrive, in order. */
+static void
+big_answers_to_second_frame(struct fx_chan *c, size_t n)
+{
+	fill_big_answer();
+	c->user = (void *)(uintptr_t)n;
+	c->hook = answer_big;
+	past_libevents_read(c);
+	fx_sends(c, "b\r\n");
+	c->want = 2;
+	fx_run(c, fx_until_founds);
+}
+
 static void
 check_big_answers(struct fx_chan *c, size_t n)
 {
@@ -500,17 +522,8 @@ check_big_answers(struct fx_chan *c, size_t n)
 
 FX_TEST(test_big_push_direct, socket_kinds[_i])
 {
-	fill_big_answer();
 	pending_after_big = 1;
-	c->user = (void *)(uintptr_t)8000;
-	c->hook = answer_big;
-	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
-	fx_sends(c, "a\r\n");
-	c->want = 1;
-	fx_run(c, fx_until_founds);
-	fx_sends(c, "b\r\n");
-	c->want = 2;
-	fx_run(c, fx_until_founds);
+	big_answers_to_second_frame(c, 8000);
 	ck_assert_uint_eq(pending_after_big, 0); /* all of it written */
 	check_big_answers(c, 8000);
 }
@@ -521,20 +534,11 @@ FX_TEST(test_big_push_direct_partial, FX_SOCKETPAIR)
 {
 	int small = 4096;
 
-	fill_big_answer();
 	ck_assert_int_eq(setsockopt(bufferevent_getfd(
 				       async_chat_get_bufferevent(c->chat)),
 			     SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)),
 	    0);
-	c->user = (void *)(uintptr_t)(sizeof(big_answer) / 2);
-	c->hook = answer_big;
-	ck_assert_int_eq(async_chat_set_terminator(c->chat, "\r\n", 2), 0);
-	fx_sends(c, "a\r\n");
-	c->want = 1;
-	fx_run(c, fx_until_founds);
-	fx_sends(c, "b\r\n");
-	c->want = 2;
-	fx_run(c, fx_until_founds);
+	big_answers_to_second_frame(c, sizeof(big_answer) / 2);
 	ck_assert_uint_gt(pending_after_big, 0);
 	check_big_answers(c, sizeof(big_answer) / 2);
 }

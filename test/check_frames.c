@@ -717,17 +717,24 @@ END_TEST
 /* Set after bytes have come, when the channel reads its socket itself,
  * a read timeout hands reading back to libevent at the next read, and
  * then fires; so does a rate limit, which libevent's reads honour. */
+/* Line mode; two frames, the second read by the channel itself. */
+static void
+t_open_reading_itself(struct t *t)
+{
+	t_open(t, 0);
+	ck_assert_int_eq(async_chat_set_terminator_line(t->chat), 0);
+	peer_send(t, "a\n", 2);
+	wait_frames(t, 1);
+	peer_send(t, "b\n", 2);
+	wait_frames(t, 2);
+}
+
 START_TEST(test_read_timeout_set_later)
 {
 	struct timeval tv = {0, 20000};
 	struct t t;
 
-	t_open(&t, 0);
-	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
-	peer_send(&t, "a\n", 2);
-	wait_frames(&t, 1);
-	peer_send(&t, "b\n", 2);
-	wait_frames(&t, 2);
+	t_open_reading_itself(&t);
 	ck_assert_int_eq(bufferevent_set_timeouts(
 	                     async_chat_get_bufferevent(t.chat), &tv, NULL),
 	    0);
@@ -746,12 +753,7 @@ START_TEST(test_rate_limit_set_later)
 	struct ev_token_bucket_cfg *cfg;
 	struct t t;
 
-	t_open(&t, 0);
-	ck_assert_int_eq(async_chat_set_terminator_line(t.chat), 0);
-	peer_send(&t, "a\n", 2);
-	wait_frames(&t, 1);
-	peer_send(&t, "b\n", 2);
-	wait_frames(&t, 2);
+	t_open_reading_itself(&t);
 	/* 4 bytes a tick: libevent's reads take them 4 at a time */
 	cfg = ev_token_bucket_cfg_new(4, 4, 4096, 4096, &tick);
 	ck_assert_ptr_nonnull(cfg);
