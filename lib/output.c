@@ -410,13 +410,29 @@ add_buffer(struct evbuffer *target, struct evbuffer *buf, size_t len)
 	return evbuffer_drain(buf, len);
 }
 
+/* Copy buf's len bytes, contiguous at d, to the end of the stage (which
+ * has room) and drain them.  A frozen buffer cannot be drained: no
+ * callback of its ran, it keeps its content and the stage takes the copy
+ * back (-1). */
+static inline int
+stage_take(struct async_chat__ext *ext, struct evbuffer *buf,
+    const unsigned char *d, size_t len)
+{
+	memcpy(ext->stage + ext->stage_len, d, len);
+	ext->stage_len += len;
+	if (evbuffer_drain(buf, len) < 0) {
+		ext->stage_len -= len;
+		return -1;
+	}
+	return 0;
+}
+
 /* The general push_buffer. */
 static int ASYNC_CHAT__NOINLINE
 push_buffer_slow(struct async_chat *chat, struct evbuffer *buf)
 {
 	struct evbuffer *target;
 	size_t len;
-	char *p;
 
 	if (push_check(chat) < 0)
 		return -1;
@@ -430,7 +446,7 @@ push_buffer_slow(struct async_chat *chat, struct evbuffer *buf)
 	if (length_check(chat, len, 0) < 0)
 		return -1;
 	if (chat->head == NULL && len <= STAGE_PUSH_MAX &&
-	    (p = stage_room(chat, len)) != NULL) {
+	    stage_room(chat, len) != NULL) {
 		/* A small buffer is copied: its chains are freed now. */
 		const unsigned char *d;
 
@@ -438,14 +454,7 @@ push_buffer_slow(struct async_chat *chat, struct evbuffer *buf)
 		async_chat__enter(chat);
 		if ((d = evbuffer_pullup(buf, (ev_ssize_t)len)) == NULL)
 			return push_done(chat, -1);
-		memcpy(p, d, len);
-		chat->ext->stage_len += len;
-		if (evbuffer_drain(buf, len) < 0) {
-			/* frozen: buf keeps its content */
-			chat->ext->stage_len -= len;
-			return push_done(chat, -1);
-		}
-		return push_done(chat, 0);
+		return push_done(chat, stage_take(chat->ext, buf, d, len));
 	}
 	target = push_target(chat);
 	if (target == NULL) {
@@ -473,12 +482,7 @@ async_chat_push_buffer(struct async_chat *chat, struct evbuffer *buf)
 	    (len = evbuffer_get_length(buf)) - 1 < STAGE_PUSH_MAX &&
 	    len <= ext->stage_cap - ext->stage_len &&
 	    (d = evbuffer_pullup(buf, (ev_ssize_t)len)) != NULL) {
-		memcpy(ext->stage + ext->stage_len, d, len);
-		ext->stage_len += len;
-		if (evbuffer_drain(buf, len) < 0) {
-			/* A frozen buffer: no callback of its ran, and it
-			 * keeps its content. */
-			ext->stage_len -= len;
+		if (stage_take(ext, buf, d, len) < 0) {
 			errno = ENOMEM;
 			return -1;
 		}
